@@ -1,0 +1,121 @@
+"""The Profiler: settings, instrumentation, scopes, and what happens when a scope closes."""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from queryprof import callsite, capture
+from queryprof._guard import guarded
+from queryprof._settings import Settings
+from queryprof.detect import analyze
+from queryprof.scope import Scope
+
+ScopeCallback = Callable[[Scope], None]
+
+_live_lock = threading.Lock()
+_live: weakref.WeakSet[Profiler] = weakref.WeakSet()  # profilers with listeners installed
+
+
+class Profiler:
+    """Counts, times and analyses the SQL statements of each scope (request, test, job).
+
+    >>> profiler = Profiler(slow_query_threshold=0.2)
+    >>> profiler.instrument()            # every Engine, sync and async
+    >>> app.add_middleware(QueryProfilerMiddleware, profiler=profiler)
+
+    Settings are keyword-only and checked here: a bad value raises ``ValueError`` or
+    ``TypeError`` naming the setting. ``QUERYPROF_ENABLED=0`` in the environment turns the
+    profiler off: ``instrument()`` then attaches no listener at all.
+    """
+
+    def __init__(self, **settings: Any) -> None:
+        self.settings = Settings.from_environment(**settings)
+        self._targets: list[Any] = []
+        self._on_close: list[ScopeCallback] = []
+        if self.settings.log_findings:
+            from queryprof.export.logging import log_findings
+
+            self._on_close.append(log_findings)
+
+    def __repr__(self) -> str:
+        state = "instrumented" if self._targets else "not instrumented"
+        return f"<Profiler {state} enabled={self.settings.enabled}>"
+
+    # -- instrumentation --------------------------------------------------------------------
+
+    def instrument(self, *engines: Any) -> None:
+        """Listen to SQLAlchemy: every engine (no argument), or these Engines/AsyncEngines.
+
+        Calling it again is harmless; :meth:`uninstrument` removes what it added.
+        """
+        targets = [capture.resolve_target(e) for e in engines] if engines else [Engine]
+        if not self.settings.enabled:
+            return
+        for target in targets:
+            if target not in self._targets:
+                capture.install(target)
+                self._targets.append(target)
+        with _live_lock:
+            _live.add(self)
+        _apply_process_settings()
+
+    def uninstrument(self) -> None:
+        """Remove every listener this profiler added."""
+        for target in self._targets:
+            capture.uninstall(target)
+        self._targets.clear()
+        with _live_lock:
+            _live.discard(self)
+        _apply_process_settings()
+
+    @property
+    def instrumented(self) -> bool:
+        return bool(self._targets)
+
+    # -- scopes -----------------------------------------------------------------------------
+
+    def scope(self, name: str, *, kind: str = "custom") -> Scope:
+        """A scope to wrap a unit of work: ``with profiler.scope("nightly-import"):``.
+
+        Statements run inside count toward it and toward every scope that encloses it.
+        When it closes, its findings are computed and reported (logged, exported).
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"scope name must be a string, not {name!r}")
+        return Scope(
+            name,
+            kind=kind,
+            max_queries=self.settings.max_queries_per_scope,
+            capture_parameters=self.settings.capture_parameters,
+            on_close=self._close,
+        )
+
+    def on_scope_close(self, callback: ScopeCallback) -> None:
+        """Call ``callback(scope)`` after each of this profiler's scopes is analysed.
+
+        The callback runs inside queryprof's guard: an exception in it is counted and logged,
+        never raised into the application.
+        """
+        self._on_close.append(callback)
+
+    def _close(self, scope: Scope) -> None:
+        with guarded("analyze"):
+            scope.findings = analyze(scope, self.settings)
+        for callback in self._on_close:
+            with guarded("report"):
+                callback(scope)
+
+
+def _apply_process_settings() -> None:
+    """Listeners are shared by every profiler: give them the union of what profilers ask."""
+    with _live_lock:
+        profilers = list(_live)
+    include = tuple(dict.fromkeys(p for pr in profilers for p in pr.settings.callsite_include))
+    exclude = tuple(dict.fromkeys(p for pr in profilers for p in pr.settings.callsite_exclude))
+    callsite.configure(include, exclude)
+    capture.capture_parameters = any(pr.settings.capture_parameters for pr in profilers)

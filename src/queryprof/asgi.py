@@ -1,0 +1,136 @@
+"""The pure ASGI middleware: one scope per HTTP request, named by its route template."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from queryprof._guard import guarded
+
+if TYPE_CHECKING:
+    from queryprof._profiler import Profiler
+    from queryprof.scope import Scope
+
+ASGIScope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[ASGIScope, Receive, Send], Awaitable[None]]
+
+UNMATCHED = "__unmatched__"
+METHODS = frozenset(
+    ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "QUERY")
+)
+_FASTAPI_ROUTE_CONTEXT = "fastapi_effective_route_context"
+
+
+class QueryProfilerMiddleware:
+    """Profile every HTTP request: ``app.add_middleware(QueryProfilerMiddleware, profiler=p)``.
+
+    Opens one scope per request, named ``"GET /authors/{author_id}"`` (the route template,
+    never the raw path; ``__unmatched__`` for 404, 405 and redirects), and closes it when the
+    response and its background tasks are done, even when the endpoint raises (the exception
+    propagates unchanged). Websocket and lifespan traffic passes straight through.
+    """
+
+    def __init__(self, app: ASGIApp, *, profiler: Profiler) -> None:
+        self.app = app
+        self.profiler = profiler
+
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.profiler.settings.enabled:
+            await self.app(scope, receive, send)
+            return
+        request = _open(self.profiler, scope)
+        if request is None:
+            await self.app(scope, receive, send)
+            return
+        server_timing = self.profiler.settings.server_timing
+        entry = (scope.get("root_path", ""), scope.get("app"))
+
+        async def send_with_timing(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                with guarded("response start"):
+                    _name(request, scope, *entry)
+                    if server_timing:
+                        message["headers"] = [*message.get("headers", ()), _timing(request)]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_timing)
+        finally:
+            with guarded("request end"):
+                _name(request, scope, *entry)
+                request.close()
+
+
+def _open(profiler: Profiler, scope: ASGIScope) -> Scope | None:
+    with guarded("request start"):
+        method = scope.get("method", "GET")
+        method = method if method in METHODS else "_OTHER"
+        request = profiler.scope(f"{method} {UNMATCHED}", kind="http")
+        request.method = method
+        request.route = UNMATCHED
+        return request.open()
+    return None
+
+
+def _timing(request: Scope) -> tuple[bytes, bytes]:
+    value = f'db;dur={request.db_time * 1000:.1f};desc="{request.query_count} queries"'
+    return b"server-timing", value.encode("ascii")
+
+
+def _name(request: Scope, scope: ASGIScope, root_path: str, app: Any) -> None:
+    route = route_template(scope, root_path, app)
+    request.route = route
+    request.name = f"{request.method} {route}"
+
+
+def route_template(scope: ASGIScope, root_path: str = "", app: Any = None) -> str:
+    """The route template the router matched for this request, or ``__unmatched__``.
+
+    FastAPI keeps the full template of an included router (with its prefixes) in its own
+    scope data; Starlette leaves the matched route in ``scope["route"]``. A mount's prefix is
+    the part of ``root_path`` the routing added, templated by matching the app's mounts.
+    """
+    route = scope.get("route")
+    if route is None:
+        return UNMATCHED
+    methods = getattr(route, "methods", None)
+    if methods and scope.get("method") not in methods:
+        return UNMATCHED  # a 405: the path matched a route, the method did not
+    path = None
+    fastapi = scope.get("fastapi")
+    context = fastapi.get(_FASTAPI_ROUTE_CONTEXT) if isinstance(fastapi, dict) else None
+    if context is not None:
+        path = getattr(context.starlette_route, "path_format", None) or context.path_format
+    if not path:
+        path = getattr(route, "path_format", None) or getattr(route, "path", None)
+    if not isinstance(path, str) or not path:
+        return UNMATCHED
+    mounted = scope.get("root_path", "")[len(root_path) :]
+    if mounted:
+        path = _mount_prefix(app, scope, root_path, mounted) + path
+    return path
+
+
+def _mount_prefix(app: Any, scope: ASGIScope, root_path: str, mounted: str) -> str:
+    """The templated prefix of the mounts the request went through (``/users/{id}``)."""
+    from starlette.routing import Match, Mount
+
+    routes = getattr(getattr(app, "router", app), "routes", None)
+    probe = {**scope, "root_path": root_path, "path": root_path + mounted + "/"}
+    prefix = ""
+    while routes:
+        for candidate in routes:
+            if isinstance(candidate, Mount):
+                match, child = candidate.matches(probe)
+                if match is Match.FULL:
+                    prefix += candidate.path
+                    probe = {**probe, **child}
+                    routes = getattr(candidate, "routes", None) or []
+                    break
+        else:
+            break
+    # Without the app's mounts, the raw prefix may hold values: never use it as a label.
+    return prefix or "/{mount}"

@@ -1,0 +1,50 @@
+"""Repeated write: one single-row INSERT/UPDATE/DELETE shape run again and again from one
+call site, where one batched statement would do."""
+
+from __future__ import annotations
+
+from queryprof._settings import Settings
+from queryprof.callsite import describe
+from queryprof.detect._common import group, table_of, total
+from queryprof.findings import Finding
+from queryprof.scope import Record
+
+_WRITES = ("INSERT", "UPDATE", "DELETE")
+
+
+def detect(records: list[Record], settings: Settings) -> list[Finding]:
+    writes = (
+        r
+        for r in records
+        if r.shape.operation in _WRITES and r.error is None and not r.executemany
+    )
+    findings = []
+    for (_, site), rs in group(writes, lambda r: (r.shape.fingerprint, r.site)).items():
+        if len(rs) < settings.repeated_write_threshold:
+            continue
+        findings.append(
+            Finding(
+                kind="repeated_write",
+                count=len(rs),
+                duration=total(rs),
+                sql=rs[0].shape.sql,
+                fingerprint=rs[0].shape.fingerprint,
+                location=describe(site),
+                suggestion=_batched(rs[0].shape.operation, table_of(rs[0].shape.sql) or "table"),
+            )
+        )
+    return findings
+
+
+def _batched(operation: str, table: str) -> str:
+    if operation == "INSERT":
+        return (
+            f"insert the rows in one statement: session.execute(insert({table}), [row, ...]) "
+            f"or insert({table}).values([...])"
+        )
+    if operation == "UPDATE":
+        return (
+            f"update in one round trip: session.execute(update(Model), [{{'id': ..., ...}}, ...]) "
+            f"or one UPDATE {table} ... WHERE id IN (...)"
+        )
+    return f"delete in one statement: DELETE FROM {table} WHERE id IN (...)"

@@ -1,0 +1,31 @@
+"""Slow query: a statement that took at least ``slow_query_threshold`` seconds.
+
+One finding per statement shape; ``plan`` is filled later by the EXPLAIN worker.
+"""
+
+from __future__ import annotations
+
+from queryprof._settings import Settings
+from queryprof.callsite import describe
+from queryprof.detect._common import group, total
+from queryprof.findings import Finding, format_ms
+from queryprof.scope import Record
+
+
+def detect(records: list[Record], settings: Settings) -> list[Finding]:
+    slow = (r for r in records if r.duration >= settings.slow_query_threshold)
+    findings = []
+    for rs in group(slow, lambda r: r.shape.fingerprint).values():
+        slowest = max(rs, key=lambda r: r.duration)
+        findings.append(
+            Finding(
+                kind="slow_query",
+                count=len(rs),
+                duration=total(rs),
+                sql=slowest.shape.sql,
+                fingerprint=slowest.shape.fingerprint,
+                location=describe(slowest.site),
+                detail=f"slowest {format_ms(slowest.duration)}" if len(rs) > 1 else None,
+            )
+        )
+    return findings
