@@ -119,3 +119,6 @@ def _apply_process_settings() -> None:
     exclude = tuple(dict.fromkeys(p for pr in profilers for p in pr.settings.callsite_exclude))
     callsite.configure(include, exclude)
     capture.capture_parameters = any(pr.settings.capture_parameters for pr in profilers)
+    capture.slow_threshold = min(
+        (pr.settings.slow_query_threshold for pr in profilers), default=float("inf")
+    )

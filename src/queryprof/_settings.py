@@ -133,5 +133,6 @@ def _patterns(name: str, values: Iterable[str | re.Pattern[str]]) -> tuple[re.Pa
         try:
             compiled.append(re.compile(value, re.IGNORECASE))
         except re.error as exc:
-            raise ValueError(f"{name} holds an invalid regular expression {value!r}: {exc}") from exc
+            message = f"{name} holds an invalid regular expression {value!r}: {exc}"
+            raise ValueError(message) from exc
     return tuple(compiled)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from queryprof._guard import guarded
+from queryprof._guard import guarded, internal_error
 
 if TYPE_CHECKING:
     from queryprof._profiler import Profiler
@@ -65,14 +65,16 @@ class QueryProfilerMiddleware:
 
 
 def _open(profiler: Profiler, scope: ASGIScope) -> Scope | None:
-    with guarded("request start"):
+    try:
         method = scope.get("method", "GET")
         method = method if method in METHODS else "_OTHER"
         request = profiler.scope(f"{method} {UNMATCHED}", kind="http")
         request.method = method
         request.route = UNMATCHED
         return request.open()
-    return None
+    except Exception as exc:
+        internal_error("request start", exc)
+        return None
 
 
 def _timing(request: Scope) -> tuple[bytes, bytes]:

@@ -21,11 +21,14 @@ import sysconfig
 import threading
 from fnmatch import fnmatchcase
 from types import CodeType, FrameType
+from typing import Any
 
 try:
-    from greenlet import getcurrent as _current_greenlet
+    from greenlet import getcurrent
 except ImportError:  # pragma: no cover - greenlet comes with sqlalchemy[asyncio]
-    _current_greenlet = None
+    getcurrent = None
+
+_current_greenlet: Any = getcurrent
 
 CallSite = tuple[CodeType, int]
 
@@ -93,9 +96,9 @@ def configure(include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -> N
 
 def capture(frame: FrameType | None = None) -> CallSite | None:
     """Return ``(code, line)`` of the first application frame behind the caller, or None."""
-    f = frame if frame is not None else sys._getframe(1)
+    f: FrameType | None = frame if frame is not None else sys._getframe(1)
     cache = _classifier.cache
-    greenlet = None
+    greenlet: Any = None
     for _ in range(_MAX_FRAMES):
         if f is None:
             # The top of this greenlet's stack: continue where its parent is suspended.

@@ -33,16 +33,18 @@ from queryprof import scope as _scope
 from queryprof._guard import internal_error
 from queryprof.callsite import capture as _capture_site
 from queryprof.fingerprint import shape_of
-from queryprof.scope import Record, Scope, TxnTrack, _stack, current_scopes
+from queryprof.scope import Scope, TxnTrack, _stack, current_scopes
 
 _perf_counter = time.perf_counter
-_new_record = tuple.__new__
 _NO_PARAMS = object()
+_UNSEEN = TxnTrack(None)
 
 _lock = threading.RLock()
 _installed: dict[Any, int] = {}  # listened target -> how many profilers asked for it
 _session_refs = 0
 capture_parameters = False  # keep parameter values: set while a profiler asks for them
+slow_threshold = float("inf")  # the lowest slow_query_threshold of the live profilers
+SITE_SAMPLES = 16  # call sites taken per statement text and scope (see _record)
 
 
 def _params_key(parameters: Any) -> int | None:
@@ -122,37 +124,66 @@ def _record(
             scopes, allowed = frame
         if _scope.process_scopes:
             scopes = scopes + tuple(s for s in _scope.process_scopes if s not in scopes)
-        load_options = context.execution_options.get("_sa_orm_load_options")
+        if not scopes:
+            return
         connection = context.root_connection
         txn = connection.get_transaction()
+        # Walking the stack costs more than everything else here together, so the call site
+        # is taken only where a finding can need it: the first runs of each statement text
+        # in the scope (later runs go to the most recent site of their shape: see
+        # detect._common.fill_sites), the first statement of a transaction, a slow statement.
+        first = scopes[-1]
+        seen = first.seen.get(shape.fingerprint, 0)
+        if seen < SITE_SAMPLES:
+            first.seen[shape.fingerprint] = seen + 1
+        begins_txn = (
+            txn is not first.last_txn and txn is not None and not first.txns.get(txn, _UNSEEN).begun
+        )
+        site = (
+            _capture_site(sys._getframe(3))
+            if seen < SITE_SAMPLES or begins_txn or duration >= slow_threshold
+            else None
+        )
+        if type(parameters) is tuple:
+            try:
+                params_key: int | None = hash(parameters)
+            except TypeError:
+                params_key = _params_key(parameters)
+        else:
+            params_key = _params_key(parameters)
+        load_options = context.execution_options.get("_sa_orm_load_options")
         try:
             rowcount = cursor.rowcount if error is None else -1
         except Exception:
             rowcount = -1
-        record: Record = _new_record(
-            Record,
-            (
-                shape,
-                start,
-                duration,
-                rowcount,
-                _params_key(parameters),
-                context.compiled,
-                load_options is not None and load_options._lazy_loaded_from is not None,
-                _capture_site(sys._getframe(3)),
-                txn,
-                many,
-                error,
-                allowed,
-                parameters if capture_parameters else None,
-            ),
+        record = (
+            shape,
+            start,
+            duration,
+            rowcount,
+            params_key,
+            context.compiled,
+            load_options is not None and load_options._lazy_loaded_from is not None,
+            site,
+            txn,
+            many,
+            error,
+            allowed,
+            parameters if capture_parameters else None,
         )
         for s in scopes:
-            s.add(record)
-            if txn is not None and txn is not s.last_txn:
+            if s.closed:
+                continue
+            if len(s.raw) < s.max_queries:
+                s.raw.append(record)
+            else:
+                s.drop(duration)
+            if txn is not s.last_txn and txn is not None:
                 s.last_txn = txn
-                if txn not in s.txns:
-                    s.txns[txn] = TxnTrack(connection.info)
+                track = s.txns.get(txn)
+                if track is None:
+                    track = s.txns[txn] = TxnTrack(connection.info)
+                track.begun = True
     except Exception as exc:
         internal_error("capture", exc)
 
@@ -161,7 +192,9 @@ def _on_do_execute(cursor: Any, statement: str, parameters: Any, context: Any) -
     frame = _stack.get()
     if frame is None and not _scope.process_scopes:
         return False
-    return _profile(context.dialect.do_execute, cursor, statement, parameters, context, frame, False)
+    return _profile(
+        context.dialect.do_execute, cursor, statement, parameters, context, frame, False
+    )
 
 
 def _on_do_executemany(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:

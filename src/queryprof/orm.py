@@ -56,3 +56,23 @@ def entity_of(compiled: Any) -> str | None:
         return cls.__name__ if cls is not None else None
     except Exception:
         return None
+
+
+def entity_of_table(compiled: Any) -> str | None:
+    """The mapped class of the table a statement writes (an ORM flush names no entity)."""
+    entity = entity_of(compiled)
+    if entity is not None:
+        return entity
+    try:
+        from sqlalchemy.orm.mapper import _all_registries
+
+        table = getattr(getattr(compiled, "statement", None), "table", None)
+        if table is None:
+            return None
+        for registry in _all_registries():
+            for mapper in registry.mappers:
+                if mapper.local_table is table:
+                    return str(mapper.class_.__name__)
+    except Exception:
+        return None
+    return None

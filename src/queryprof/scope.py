@@ -57,7 +57,7 @@ class Record(NamedTuple):
 class TxnTrack:
     """What the transaction events told us about one connection-level transaction."""
 
-    __slots__ = ("end", "info", "orm", "outcome", "pool_reset")
+    __slots__ = ("begun", "end", "info", "orm", "outcome", "pool_reset")
 
     def __init__(self, info: Any) -> None:
         self.info = info
@@ -65,6 +65,7 @@ class TxnTrack:
         self.outcome: str | None = None
         self.pool_reset = False
         self.orm = False
+        self.begun = False  # its first statement was recorded (with its call site)
 
 
 def current_scope() -> Scope | None:
@@ -112,8 +113,10 @@ class Scope:
         self.route: str | None = None
         self.method: str | None = None
         self.attributes: dict[str, Any] = {}
-        self._records: list[Record] = []
-        self._max = max_queries
+        self.raw: list[tuple[Any, ...]] = []  # Record fields, as the per-statement path made them
+        self.max_queries = max_queries
+        self.seen: dict[str, int] = {}  # statement fingerprint -> call sites taken
+        self._records: list[Record] | None = None
         self._dropped = 0
         self._dropped_time = 0.0
         self._lock = threading.Lock()
@@ -140,12 +143,13 @@ class Scope:
     @property
     def query_count(self) -> int:
         """Statements sent to the database; transaction control statements excluded."""
-        return len(self._records) + self._dropped
+        return len(self.raw) + self._dropped
 
     @property
     def db_time(self) -> float:
         """Seconds spent in those statements."""
-        return sum(r.duration for r in self._records) + self._dropped_time
+        total: float = sum(r[2] for r in self.raw)
+        return total + self._dropped_time
 
     @property
     def dropped_queries(self) -> int:
@@ -154,13 +158,18 @@ class Scope:
 
     @property
     def records(self) -> list[Record]:
-        """The raw records (bounded by ``max_queries_per_scope``); for detectors and exporters."""
-        return self._records
+        """The records (at most ``max_queries_per_scope``), for detectors and exporters."""
+        if self._records is not None:
+            return self._records
+        records = [Record._make(r) for r in self.raw]
+        if self._closed:
+            self._records = records
+        return records
 
     @property
     def queries(self) -> list[Query]:
         """The recorded statements (at most ``max_queries_per_scope``), oldest first."""
-        return [self._query(r) for r in self._records]
+        return [self._query(r) for r in self.records]
 
     def _query(self, r: Record) -> Query:
         from queryprof.orm import relationship_of
@@ -181,15 +190,11 @@ class Scope:
 
     # -- the per-statement path ---------------------------------------------------------
 
-    def add(self, record: Record) -> None:
-        if self._closed:
-            return
-        if len(self._records) < self._max:
-            self._records.append(record)
-        else:
-            with self._lock:
-                self._dropped += 1
-                self._dropped_time += record.duration
+    def drop(self, duration: float) -> None:
+        """Count a statement the record cap kept out (capture.py appends to ``raw`` itself)."""
+        with self._lock:
+            self._dropped += 1
+            self._dropped_time += duration
 
     # -- opening and closing --------------------------------------------------------------
 
@@ -262,7 +267,7 @@ class Scope:
         return self._start
 
 
-class allow:  # noqa: N801 - used as a lowercase context manager, like contextlib's
+class allow:
     """Silence findings for the statements run inside this block.
 
     >>> with queryprof.allow("admin export walks every row on purpose"):

@@ -48,6 +48,23 @@ def key_column(sql: str) -> str | None:
     return match.group(1) if match else None
 
 
+def fill_sites(records: list[Record]) -> list[Record]:
+    """Give each record without a call site the most recent site of its statement shape.
+
+    The per-statement path takes call sites only for the first runs of each shape in a
+    scope; a loop that runs one shape a thousand times has the rest attributed here.
+    """
+    last: dict[str, CallSite] = {}
+    filled = []
+    for r in records:
+        if r.site is not None:
+            last[r.shape.fingerprint] = r.site
+        elif r.shape.fingerprint in last:
+            r = r._replace(site=last[r.shape.fingerprint])
+        filled.append(r)
+    return filled
+
+
 def transactions(scope: Scope) -> list[Transaction]:
     """The transactions the scope's statements ran in, from their records and the events."""
     result = []

@@ -30,10 +30,7 @@ def detect(records: list[Record], settings: Settings) -> list[Finding]:
             continue
         lazy = next((r for r in rs if r.lazy), None)
         relationship = relationship_of(lazy.compiled) if lazy is not None else None
-        if lazy is not None:
-            suggestion = loader_for(lazy.compiled)
-        else:
-            suggestion = _one_query(rs[0])
+        suggestion = loader_for(lazy.compiled) if lazy is not None else _one_query(rs[0])
         findings.append(
             Finding(
                 kind="n_plus_one",

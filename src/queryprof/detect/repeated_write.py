@@ -7,6 +7,7 @@ from queryprof._settings import Settings
 from queryprof.callsite import describe
 from queryprof.detect._common import group, table_of, total
 from queryprof.findings import Finding
+from queryprof.orm import entity_of_table
 from queryprof.scope import Record
 
 _WRITES = ("INSERT", "UPDATE", "DELETE")
@@ -14,9 +15,7 @@ _WRITES = ("INSERT", "UPDATE", "DELETE")
 
 def detect(records: list[Record], settings: Settings) -> list[Finding]:
     writes = (
-        r
-        for r in records
-        if r.shape.operation in _WRITES and r.error is None and not r.executemany
+        r for r in records if r.shape.operation in _WRITES and r.error is None and not r.executemany
     )
     findings = []
     for (_, site), rs in group(writes, lambda r: (r.shape.fingerprint, r.site)).items():
@@ -30,21 +29,23 @@ def detect(records: list[Record], settings: Settings) -> list[Finding]:
                 sql=rs[0].shape.sql,
                 fingerprint=rs[0].shape.fingerprint,
                 location=describe(site),
-                suggestion=_batched(rs[0].shape.operation, table_of(rs[0].shape.sql) or "table"),
+                suggestion=_batched(rs[0]),
             )
         )
     return findings
 
 
-def _batched(operation: str, table: str) -> str:
-    if operation == "INSERT":
+def _batched(record: Record) -> str:
+    table = table_of(record.shape.sql) or "the table"
+    entity = entity_of_table(record.compiled) or table
+    if record.shape.operation == "INSERT":
         return (
-            f"insert the rows in one statement: session.execute(insert({table}), [row, ...]) "
-            f"or insert({table}).values([...])"
+            f"insert the rows in one statement: session.execute(insert({entity}), [row, ...]) "
+            "or session.add_all(rows) and one flush"
         )
-    if operation == "UPDATE":
+    if record.shape.operation == "UPDATE":
         return (
-            f"update in one round trip: session.execute(update(Model), [{{'id': ..., ...}}, ...]) "
-            f"or one UPDATE {table} ... WHERE id IN (...)"
+            f"update in one round trip: session.execute(update({entity}), [{{'id': ..., ...}}, "
+            f"...]) or one UPDATE {table} ... WHERE id IN (...)"
         )
-    return f"delete in one statement: DELETE FROM {table} WHERE id IN (...)"
+    return f"delete in one statement: delete({entity}).where({entity}.id.in_(ids))"

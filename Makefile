@@ -1,0 +1,42 @@
+# `make test` is the one command CI runs (.ci/run): it builds the virtualenvs it needs from
+# scratch (SQLAlchemy 2.1 and 2.0), then runs the linters, the type checker and the tests.
+PYTHON ?= python3
+VENV := .venv
+VENV_SA20 := .venv-sa20
+PIP_FLAGS := --quiet --disable-pip-version-check
+
+.PHONY: test lint test-sa21 test-sa20 demo bench clean
+
+test: lint test-sa21 test-sa20
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install $(PIP_FLAGS) -e '.[dev]'
+	touch $@
+
+$(VENV_SA20)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV_SA20)
+	$(VENV_SA20)/bin/pip install $(PIP_FLAGS) -e '.[dev]' 'sqlalchemy[asyncio]>=2.0.30,<2.1'
+	touch $@
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check src tests examples benchmarks
+	$(VENV)/bin/ruff format --check src tests examples benchmarks
+	$(VENV)/bin/mypy
+
+test-sa21: $(VENV)/.installed
+	$(VENV)/bin/python -c 'import sqlalchemy; print("SQLAlchemy", sqlalchemy.__version__)'
+	$(VENV)/bin/pytest
+
+test-sa20: $(VENV_SA20)/.installed
+	$(VENV_SA20)/bin/python -c 'import sqlalchemy; print("SQLAlchemy", sqlalchemy.__version__)'
+	$(VENV_SA20)/bin/pytest -p no:cacheprovider
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/python -m examples.demo
+
+bench: $(VENV)/.installed
+	$(VENV)/bin/python benchmarks/bench_capture.py
+
+clean:
+	rm -rf $(VENV) $(VENV_SA20) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Runnable examples for queryprof (``python -m examples.demo``)."""
