@@ -110,7 +110,7 @@ def test_a_bad_setting_fails_at_construction_naming_it(
 
 
 def test_an_unknown_setting_is_a_type_error_listing_the_known_ones() -> None:
-    with pytest.raises(TypeError, match="n_plus_one_treshold.*known settings.*n_plus_one"):
+    with pytest.raises(TypeError, match=r"n_plus_one_treshold.*known settings.*n_plus_one"):
         Profiler(n_plus_one_treshold=3)
 
 
@@ -324,9 +324,12 @@ def test_a_failed_statement_is_recorded_and_its_error_reaches_the_caller(
 ) -> None:
     from sqlalchemy.exc import OperationalError
 
-    with profiler.scope("s") as scope, engine.connect() as conn:
-        with pytest.raises(OperationalError, match="no such table"):
-            conn.execute(text("SELECT * FROM no_such_table"))
+    with (
+        profiler.scope("s") as scope,
+        engine.connect() as conn,
+        pytest.raises(OperationalError, match="no such table"),
+    ):
+        conn.execute(text("SELECT * FROM no_such_table"))
     assert scope.query_count == 1
     assert scope.queries[0].error == "OperationalError"
 

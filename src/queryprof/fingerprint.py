@@ -84,47 +84,63 @@ SHAPE_CACHE_SIZE: Final = 4096
 # Tokenizer
 # --------------------------------------------------------------------------------------------
 
-# Token kinds. Literal kinds (_STRING, _NUMBER) and _PARAM all become "?" when normalizing, but
-# _NUMBER is kept apart so a preceding unary minus can be folded into it.
-_WS: Final = 0
-_COMMENT: Final = 1
-_STRING: Final = 2
-_NUMBER: Final = 3
-_PARAM: Final = 4
-_QIDENT: Final = 5
-_WORD: Final = 6
+# Token kinds. _STRING, _NUMBER and _PARAM all become "?" when normalizing, but _NUMBER is kept
+# apart so that a unary minus before it can be folded in. _KEYWORD is never produced by the
+# scanner: normalize turns a _WORD into one once it has decided the word is a keyword.
+_STRING: Final = 1
+_NUMBER: Final = 2
+_PARAM: Final = 3
+_QIDENT: Final = 4
+_WORD: Final = 5
+_KEYWORD: Final = 6
 _CAST: Final = 7
 _OP: Final = 8
 _PUNCT: Final = 9
 _LBRACKET: Final = 10  # "[": a quoted identifier or a subscript, decided by what precedes it
 _OTHER: Final = 11
+_END: Final = 12  # the (empty) end of the text, after any trailing whitespace and comments
 
-# One alternative per token kind, tried in order at each position. Every alternative either
-# fails after a bounded look or matches through to its end (unterminated strings, comments and
-# quoted identifiers run to the end of the text), so a scan is linear in the text length.
+# An identifier, plain or quoted ("..." for the standard and PostgreSQL, `...` for MySQL).
+_NAME: Final = r"""(?:[^\W\d][\w$]*|"(?:[^"]+|"")*+(?:"|\Z)|`(?:[^`]+|``)*+(?:`|\Z))"""
+
+# One match per significant token: first the whitespace and comments before it (skipped, never
+# a token of their own, which halves the number of matches), then one alternative per kind,
+# tried in order. Every alternative either fails after a bounded look or runs through to its
+# end (an unterminated string, comment or quoted identifier takes the rest of the text), so a
+# scan is linear in the length of the text. A dotted name ("books.id", "s."T".c") is a single
+# token: ORM statements are mostly made of them.
 _TOKEN_RE: Final = re.compile(
     r"""
-    (?P<ws>[\s\x00-\x08\x0e-\x1b\x7f\u200b-\u200d\u2060\ufeff]+)
-  | (?P<comment>--[^\n\r]*|/\*[\s\S]*?(?:\*/|\Z))
-    # E'...' is the PostgreSQL escape string, the only one where a backslash escapes a quote.
-  | (?P<estring>[eE]'(?:[^'\\]+|\\[\s\S]|'')*+(?:'|\\?\Z))
-  | (?P<string>(?:[nNbBxX]|[uU]&)?'(?:[^']+|'')*+(?:'|\Z))
-    # $$...$$ or $tag$...$tag$; the tag group always participates (maybe empty) so the
-    # back-reference works for $$ too. $1 is not a dollar quote (a tag cannot start with a digit).
-  | (?P<dollar>\$(?P<tag>(?:[^\W\d]\w*)?)\$[\s\S]*?(?:\$(?P=tag)\$|\Z))
-  | (?P<qident>"(?:[^"]+|"")*+(?:"|\Z)|`(?:[^`]+|``)*+(?:`|\Z))
-    # SQLAlchemy's "expanding IN" marker, before <word> which would take the leading "__".
-  | (?P<postcompile>__\[POSTCOMPILE_[^\]]*(?:\]|\Z))
-    # "::" before <param> so a PostgreSQL cast is never read as a ":name" placeholder.
-  | (?P<cast>::)
-  | (?P<param>\$\d+|%\([^()\s]{1,128}\)s|%s|\?|:[^\W\d][\w$]*)
-  | (?P<number>0[xX][0-9a-fA-F]+|(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)
-  | (?P<word>[^\W\d][\w$]*)
-  | (?P<lbracket>\[)
-  | (?P<op>%%|->>?|\#>>?|<=>|<[=>@<]|>[=>]|!=|==|\|\||@>|&&|!?~\*?|[-+*/<>=~!@\#%^&|])
-  | (?P<punct>[(),.;\]{}])
-  | (?P<other>[\s\S])
-    """,
+    (?:[\s\x00-\x08\x0e-\x1b\x7f\u200b-\u200d\u2060\ufeff]+
+      | --[^\n\r]*
+      | /\*[\s\S]*?(?:\*/|\Z)
+    )*+
+    (?:
+      (?P<punct>[(),;\]{}]|\.(?!\d))  # ".5" is a number
+      # E'...' is PostgreSQL's escape string, the only one where a backslash escapes a quote.
+      # It and the prefixed strings (N'', X'', B'', U&'') come before <word>, which would
+      # otherwise take the prefix letter.
+    | (?P<estring>[eE]'(?:[^'\\]+|\\[\s\S]|'')*+(?:'|\\?\Z))
+    | (?P<string>(?:[nNbBxX]|[uU]&)?'(?:[^']+|'')*+(?:'|\Z))
+      # SQLAlchemy's "expanding IN" marker, also before <word> (which would take the "__").
+    | (?P<postcompile>__\[POSTCOMPILE_[^\]]*(?:\]|\Z))
+    | (?P<word>[^\W\d][\w$]*(?:\.NAME)*)
+    | (?P<qident>(?:"(?:[^"]+|"")*+(?:"|\Z)|`(?:[^`]+|``)*+(?:`|\Z))(?:\.NAME)*)
+      # "::" before <param>, so that a PostgreSQL cast is never read as a ":name" placeholder.
+    | (?P<cast>::)
+    | (?P<param>\$\d+|%\([^()\s]{1,128}\)s|%s|\?|:[^\W\d][\w$]*)
+    | (?P<number>0[xX][0-9a-fA-F]+|(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)
+      # $$...$$ or $tag$...$tag$. The tag group always takes part (maybe empty) so that the
+      # back-reference also works for $$; "$1" is not one (a tag cannot start with a digit).
+    | (?P<dollar>\$(?P<tag>(?:[^\W\d]\w*)?)\$[\s\S]*?(?:\$(?P=tag)\$|\Z))
+    | (?P<lbracket>\[)
+    | (?P<op>%%|->>?|\#>>?|<=>|<[=>@<]|>[=>]|!=|==|\|\||@>|&&|!?~\*?|[-+*/<>=~!@\#%^&|])
+    | (?P<other>[\s\S])
+      # Nothing left but whitespace or comments: without this, the search would skip into a
+      # trailing comment and read "-- x" as "-", "x".
+    | (?P<end>\Z)
+    )
+    """.replace("NAME", _NAME),
     re.VERBOSE,
 )
 
@@ -132,27 +148,26 @@ _TOKEN_RE: Final = re.compile(
 _BRACKET_RE: Final = re.compile(r"\[[^\]]*+(?:\]|\Z)")
 
 _GROUP_KINDS: Final = {
-    "ws": _WS,
-    "comment": _COMMENT,
+    "punct": _PUNCT,
     "estring": _STRING,
     "string": _STRING,
-    "dollar": _STRING,
-    "qident": _QIDENT,
     "postcompile": _PARAM,
+    "word": _WORD,
+    "qident": _QIDENT,
     "cast": _CAST,
     "param": _PARAM,
     "number": _NUMBER,
-    "word": _WORD,
+    "dollar": _STRING,
     "lbracket": _LBRACKET,
     "op": _OP,
-    "punct": _PUNCT,
     "other": _OTHER,
+    "end": _END,
 }
 
 
 def _kind_table() -> tuple[int, ...]:
     # Match.lastindex is the outermost group of the alternative that matched (the inner "tag"
-    # group closes first), so a tuple indexed by it maps a match to its kind without a dict.
+    # group closes first), so a tuple indexed by it gives the kind of a match.
     table = [_OTHER] * (_TOKEN_RE.groups + 1)
     for name, index in _TOKEN_RE.groupindex.items():
         if name in _GROUP_KINDS:
@@ -165,29 +180,36 @@ _KIND_BY_GROUP: Final = _kind_table()
 # Words upper-cased by normalize. Deliberately mostly reserved words: column names such as
 # "name", "key", "type", "value" or "date" must not be touched.
 _KEYWORDS: Final = frozenset(
-    """
-    ALL ALTER AND ANY ARRAY AS ASC BEGIN BETWEEN BY CASE CAST CHECK COLLATE COMMIT CONFLICT
-    CONSTRAINT CREATE CROSS CURRENT_DATE CURRENT_TIME CURRENT_TIMESTAMP CURRENT_USER DEFAULT
-    DELETE DESC DISTINCT DO DROP DUPLICATE ELSE END ESCAPE EXCEPT EXISTS EXPLAIN FALSE FETCH
-    FILTER FIRST FOR FOREIGN FROM FULL GROUP HAVING IF ILIKE IN INDEX INNER INSERT INTERSECT
-    INTERVAL INTO IS JOIN LAST LATERAL LEFT LIKE LIMIT LOCALTIME LOCALTIMESTAMP LOCKED
-    MATERIALIZED NATURAL NEXT NOT NOTHING NOWAIT NULL NULLS OF OFFSET ON ONLY OR ORDER OUTER
-    OVER PARTITION PRIMARY RECURSIVE REFERENCES RELEASE RETURNING RIGHT ROLLBACK ROW ROWS
-    SAVEPOINT SELECT SET SHARE SIMILAR SKIP SOME START TABLE THEN TO TRANSACTION TRUE TRUNCATE
-    UNION UNIQUE UPDATE USING VALUES VIEW WHEN WHERE WINDOW WITH WORK
-    """.split()
+    {
+        *("ALL", "ALTER", "AND", "ANY", "ARRAY", "AS", "ASC", "BEGIN", "BETWEEN", "BY"),
+        *("CASE", "CAST", "CHECK", "COLLATE", "COMMIT", "CONFLICT", "CONSTRAINT", "CREATE"),
+        *("CROSS", "CURRENT_DATE", "CURRENT_TIME", "CURRENT_TIMESTAMP", "CURRENT_USER"),
+        *("DEFAULT", "DELETE", "DESC", "DISTINCT", "DO", "DROP", "DUPLICATE", "ELSE", "END"),
+        *("ESCAPE", "EXCEPT", "EXISTS", "EXPLAIN", "FALSE", "FETCH", "FILTER", "FIRST", "FOR"),
+        *("FOREIGN", "FROM", "FULL", "GROUP", "HAVING", "IF", "ILIKE", "IN", "INDEX", "INNER"),
+        *("INSERT", "INTERSECT", "INTERVAL", "INTO", "IS", "JOIN", "LAST", "LATERAL", "LEFT"),
+        *("LIKE", "LIMIT", "LOCALTIME", "LOCALTIMESTAMP", "LOCKED", "MATERIALIZED", "NATURAL"),
+        *("NEXT", "NOT", "NOTHING", "NOWAIT", "NULL", "NULLS", "OF", "OFFSET", "ON", "ONLY"),
+        *("OR", "ORDER", "OUTER", "OVER", "PARTITION", "PRIMARY", "RECURSIVE", "REFERENCES"),
+        *("RELEASE", "RETURNING", "RIGHT", "ROLLBACK", "ROW", "ROWS", "SAVEPOINT", "SELECT"),
+        *("SET", "SHARE", "SIMILAR", "SKIP", "SOME", "START", "TABLE", "THEN", "TO"),
+        *("TRANSACTION", "TRUE", "TRUNCATE", "UNION", "UNIQUE", "UPDATE", "USING", "VALUES"),
+        *("VIEW", "WHEN", "WHERE", "WINDOW", "WITH", "WORK"),
+    }
 )
-# Keywords that end a value (so "NULL - 1" is a subtraction and "TRUE[1]" a subscript).
+# Keywords that end a value: "NULL - 1" is a subtraction, "TRUE[1]" and "ARRAY[1]" subscripts.
 _VALUE_KEYWORDS: Final = frozenset(
-    """
-    NULL TRUE FALSE END ARRAY CURRENT_DATE CURRENT_TIME CURRENT_TIMESTAMP CURRENT_USER
-    LOCALTIME LOCALTIMESTAMP
-    """.split()
+    {
+        *("NULL", "TRUE", "FALSE", "END", "ARRAY", "CURRENT_DATE", "CURRENT_TIME"),
+        *("CURRENT_TIMESTAMP", "CURRENT_USER", "LOCALTIME", "LOCALTIMESTAMP"),
+    }
 )
 # Keywords written like functions: no space before their "(".
 _FUNCTION_KEYWORDS: Final = frozenset({"ANY", "SOME", "CAST", "ARRAY"})
 # "INTO t (a, b)": a name after these is a table, not a function call, so "(" keeps its space.
 _TABLE_KEYWORDS: Final = frozenset({"INTO", "TABLE", "REFERENCES", "VIEW", "EXISTS"})
+# Keywords followed by a list that _collapse may shorten.
+_LIST_KEYWORDS: Final = frozenset({"IN", "ANY", "SOME", "ALL", "VALUES"})
 
 _DOT: Final = (_PUNCT, ".")
 _OPEN: Final = (_PUNCT, "(")
@@ -200,7 +222,7 @@ Token = tuple[int, str]
 
 
 def _ends_value(kind: int, text: str) -> bool:
-    """Whether a token can end an operand: then "-" after it is binary and "[" a subscript."""
+    """Whether a scanned token can end an operand (then a "-" after it is binary)."""
     if kind in (_STRING, _NUMBER, _PARAM, _QIDENT):
         return True
     if kind == _WORD:
@@ -209,36 +231,49 @@ def _ends_value(kind: int, text: str) -> bool:
     return kind == _PUNCT and text in (")", "]")
 
 
-def _scan(text: str) -> Iterator[Token]:
-    """Yield (kind, text) for every token, whitespace and comments included."""
+def _is_subscript(before: Token | None, before_that: Token | None) -> bool:
+    """Whether a "[" after these tokens is a subscript ("x[1]", "ARRAY[...]"), not "[name]".
+
+    A keyword-looking word right after a "." is a column ("t.select[1]"): normalize writes
+    "t . select" as the single token "t.select", and both must read the same way.
+    """
+    if before is None:
+        return False
+    if before[0] == _WORD and before_that == _DOT:
+        return True
+    return _ends_value(*before)
+
+
+def _bracket(text: str, start: int) -> int:
+    """End of the bracket-quoted identifier starting at ``start``."""
+    bracket = _BRACKET_RE.match(text, start)
+    return bracket.end() if bracket else start + 1
+
+
+def _scan(text: str) -> Iterator[tuple[int, str, bool]]:
+    """Yield (kind, text, preceded by whitespace or a comment) for each significant token."""
+    before: Token | None = None
+    before_that: Token | None = None
     pos = 0
-    after_value = False
     while pos < len(text):
         for match in _TOKEN_RE.finditer(text, pos):
-            kind = _KIND_BY_GROUP[match.lastindex or 0]
-            token = match.group()
+            group = match.lastindex or 0
+            kind = _KIND_BY_GROUP[group]
+            start = match.start(group)
+            token = match.group(group)
+            if kind == _END:
+                return
             if kind == _LBRACKET:
-                if not after_value:
-                    # "[name]" is a quoted identifier; it may hold anything up to "]", so the
-                    # regular scan restarts after it.
-                    bracket = _BRACKET_RE.match(text, match.start())
-                    end = bracket.end() if bracket else match.end()
-                    yield _QIDENT, text[match.start() : end]
-                    after_value = True
-                    pos = end
-                    break
-                kind = _PUNCT  # "x[1]", "ARRAY[...]": a subscript, tokenized normally
-            yield kind, token
-            if kind > _COMMENT:
-                after_value = _ends_value(kind, token)
+                if not _is_subscript(before, before_that):
+                    pos = _bracket(text, start)
+                    yield _QIDENT, text[start:pos], start > match.start()
+                    before, before_that = (_QIDENT, text[start:pos]), before
+                    break  # the identifier may hold anything: rescan after it
+                kind = _PUNCT
+            yield kind, token, start > match.start()
+            before, before_that = (kind, token), before
         else:
             return
-
-
-def _significant(text: str) -> Iterator[Token]:
-    for kind, token in _scan(text):
-        if kind > _COMMENT:
-            yield kind, token
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,61 +282,94 @@ def _significant(text: str) -> Iterator[Token]:
 
 
 def _tokens(text: str) -> list[Token]:
-    """Significant tokens with literals and placeholders replaced by "?"."""
+    """Significant tokens of ``text``, literals and placeholders already replaced by "?".
+
+    This is _scan inlined (normalize is the hot path), minus the whitespace flag.
+    """
     tokens: list[Token] = []
     append = tokens.append
-    for kind, token in _scan(text):
-        if kind <= _COMMENT:
-            continue
-        if kind == _NUMBER:
-            # Fold a unary sign into the number: "= -1" -> "= ?", but "a - 1" -> "a - ?".
-            if (
-                tokens
-                and tokens[-1][0] == _OP
-                and tokens[-1][1] in ("-", "+")
-                and (len(tokens) < 2 or not _ends_value(*tokens[-2]))
-            ):
-                tokens[-1] = _QMARK
-            else:
+    kinds = _KIND_BY_GROUP
+    pos = 0
+    while pos < len(text):
+        for match in _TOKEN_RE.finditer(text, pos):
+            group = match.lastindex or 0
+            kind = kinds[group]
+            if kind in (_WORD, _PUNCT):  # the common case first
+                append((kind, match.group(group)))
+            elif kind in (_STRING, _PARAM):
                 append(_QMARK)
-        elif kind == _STRING or kind == _PARAM:
-            append(_QMARK)
-        elif kind == _OP and token == "%%":
-            append((_OP, "%"))
+            elif kind == _NUMBER:
+                # Fold a unary sign into the number: "= -1" -> "= ?", but "a - 1" -> "a - ?".
+                if (
+                    tokens
+                    and tokens[-1][0] == _OP
+                    and tokens[-1][1] in ("-", "+")
+                    and (len(tokens) < 2 or not _ends_value(*tokens[-2]))
+                ):
+                    tokens[-1] = _QMARK
+                else:
+                    append(_QMARK)
+            elif kind == _LBRACKET:
+                before = tokens[-1] if tokens else None
+                before_that = tokens[-2] if len(tokens) > 1 else None
+                if not _is_subscript(before, before_that):
+                    start = match.start(group)
+                    pos = _bracket(text, start)
+                    append((_QIDENT, text[start:pos]))
+                    break  # the identifier may hold anything: rescan after it
+                append((_PUNCT, "["))
+            elif kind == _OP and match.group(group) == "%%":
+                append((_OP, "%"))  # format-style drivers escape the modulo operator
+            elif kind != _END:
+                append((kind, match.group(group)))
         else:
-            append((kind, token))
+            break
     while tokens and tokens[-1] == _SEMICOLON:
         tokens.pop()
     return tokens
 
 
-def _apply_case(tokens: list[Token]) -> None:
-    """Upper-case keywords, turn TRUE/FALSE into "?" and savepoint names into "?"."""
+def _apply_case(tokens: list[Token]) -> bool:
+    """Upper-case keywords (as _KEYWORD), TRUE/FALSE and savepoint names to "?".
+
+    Returns whether the statement has a keyword that _collapse may act on.
+    """
     count = len(tokens)
+    has_list = False
     for i, (kind, token) in enumerate(tokens):
         if kind != _WORD:
             continue
         upper = token.upper()
         if upper not in _KEYWORDS:
             continue
-        if i:
-            before = tokens[i - 1]
-            if before == _DOT or (before[0] == _WORD and before[1].upper() == "AS"):
-                continue
+        # Next to a "." or right after AS, a keyword-looking word is a name.
+        if i and (tokens[i - 1] == _DOT or tokens[i - 1] == (_KEYWORD, "AS")):
+            continue
         if i + 1 < count and tokens[i + 1] == _DOT:
             continue
-        tokens[i] = _QMARK if upper in ("TRUE", "FALSE") else (_WORD, upper)
+        if upper in ("TRUE", "FALSE"):
+            tokens[i] = _QMARK
+            continue
+        tokens[i] = (_KEYWORD, upper)
+        if upper in _LIST_KEYWORDS:
+            has_list = True
 
-    first = tokens[0][1] if tokens and tokens[0][0] == _WORD else ""
-    if first not in ("SAVEPOINT", "RELEASE", "ROLLBACK"):
-        return
-    for i in range(count - 1):
-        token = tokens[i][1]
-        if token == "SAVEPOINT" or (i == 0 and token == "RELEASE") or (token == "TO" and i > 0):
-            kind, name = tokens[i + 1]
-            # Only a plain name: a keyword here would change how "[" after it is read.
-            if kind == _QIDENT or (kind == _WORD and name.upper() not in _KEYWORDS):
+    if (
+        count > 1
+        and tokens[0][0] == _KEYWORD
+        and tokens[0][1] in ("SAVEPOINT", "RELEASE", "ROLLBACK")
+    ):
+        # SAVEPOINT x, RELEASE [SAVEPOINT] x, ROLLBACK [WORK] TO [SAVEPOINT] x. Only a plain
+        # name becomes "?": a keyword there would change how a "[" after it reads back.
+        for i in range(count - 1):
+            kind, word = tokens[i]
+            if (
+                kind == _KEYWORD
+                and (word in ("SAVEPOINT", "TO") or (i == 0 and word == "RELEASE"))
+                and tokens[i + 1][0] in (_WORD, _QIDENT)
+            ):
                 tokens[i + 1] = _QMARK
+    return has_list
 
 
 def _matching_parens(tokens: list[Token]) -> list[int]:
@@ -324,8 +392,8 @@ def _split_items(tokens: list[Token], start: int, end: int) -> list[list[Token]]
     items: list[list[Token]] = [[]]
     depth = 0
     for token in tokens[start:end]:
-        text = token[1]
         if token[0] == _PUNCT:
+            text = token[1]
             if text in ("(", "["):
                 depth += 1
             elif text in (")", "]"):
@@ -349,8 +417,9 @@ def _is_placeholder_group(tokens: list[Token], *, allow_array: bool) -> bool:
         elif kind == _PUNCT:
             if text not in ("(", ")", "[", "]", ","):
                 return False
-        elif kind == _WORD:
-            if not (after_cast or (allow_array and text == "ARRAY")):
+        elif kind in (_WORD, _KEYWORD, _QIDENT):
+            # Type names after "::" ("TIMESTAMP WITH TIME ZONE"), and ARRAY in ANY(ARRAY[...]).
+            if not (after_cast or (allow_array and kind == _KEYWORD and text == "ARRAY")):
                 return False
         else:
             return False
@@ -362,20 +431,20 @@ def _collapse(tokens: list[Token]) -> list[Token]:
     count = len(tokens)
     match = _matching_parens(tokens)
     out: list[Token] = []
-    jumps: dict[int, int] = {}  # skip the rows a VALUES collapse dropped
+    jumps: dict[int, int] = {}  # where a VALUES collapse skips the rows it dropped
     i = 0
     while i < count:
         if i in jumps:
             i = jumps.pop(i)
             continue
         token = tokens[i]
-        if token[0] == _WORD and i + 1 < count and tokens[i + 1] == _OPEN:
+        if token[0] == _KEYWORD and i + 1 < count and tokens[i + 1] == _OPEN:
             word = token[1]
             close = match[i + 1]
             if word == "IN":
                 items = _split_items(tokens, i + 2, close)
                 if close == count and len(items) > 1 and not items[-1]:
-                    items.pop()  # truncated mid-list: "IN (?, ?, "
+                    items.pop()  # cut off by truncation after a comma: "IN (?, ?, "
                 if all(_is_placeholder_group(item, allow_array=False) for item in items):
                     out += (token, _OPEN, *items[0], _CLOSE)
                     i = close + 1
@@ -391,7 +460,7 @@ def _collapse(tokens: list[Token]) -> list[Token]:
                 while j + 1 < count and tokens[j] == _COMMA and tokens[j + 1] == _OPEN:
                     row_close = match[j + 1]
                     if row_close == count:
-                        end = count  # a row cut off by truncation
+                        end = count  # a last row cut off by truncation
                         break
                     if len(_split_items(tokens, j + 2, row_close)) != columns:
                         break
@@ -403,45 +472,48 @@ def _collapse(tokens: list[Token]) -> list[Token]:
     return out
 
 
-def _glue(tokens: list[Token], i: int) -> bool:
-    """Whether tokens[i] is written right after tokens[i - 1], without a space."""
+def _glue_paren(tokens: list[Token], i: int) -> bool:
+    """Whether the "(" at ``i`` is written right after the name before it (a call)."""
     prev_kind, prev = tokens[i - 1]
-    kind, text = tokens[i]
-    if prev_kind == _PUNCT and prev in ("(", "[", "."):
-        return True
-    if prev_kind == _CAST:
-        return True
-    if kind == _CAST:
-        # ": ::x" must not become ":::x", which would read back as ":: :x".
-        return prev_kind != _OTHER
-    if kind != _PUNCT:
-        return False
-    if text != "(":
-        # "[" only reaches here as a subscript (a bracket identifier is a _QIDENT).
-        return text in (")", "]", ",", ".", ";", "[")
-    # "(": glued to a function name, spaced after a keyword or a table name.
-    if prev_kind == _WORD:
+    if prev_kind == _KEYWORD:
         if prev in _FUNCTION_KEYWORDS:
             return True
-        if prev == "ALL":  # "> ALL(?)" but "UNION ALL (SELECT ...)"
-            return i >= 2 and tokens[i - 2][0] == _OP
-        if prev in _KEYWORDS:
-            return False
-    elif prev_kind != _QIDENT:
+        # "> ALL(?)" but "UNION ALL (SELECT ...)"
+        return prev == "ALL" and i >= 2 and tokens[i - 2][0] == _OP
+    if prev_kind not in (_WORD, _QIDENT):
         return False
-    # Walk back over a dotted name ("schema.table") to the word before it.
+    # A name after INTO/TABLE/... is a table: "INSERT INTO t (a)". Walk back over a dotted
+    # name written with spaces ("s . t"), which normalize writes as the single token "s.t".
     j = i - 1
     while j >= 2 and tokens[j - 1] == _DOT and tokens[j - 2][0] in (_WORD, _QIDENT):
         j -= 2
-    return not (j >= 1 and tokens[j - 1][0] == _WORD and tokens[j - 1][1] in _TABLE_KEYWORDS)
+    return not (j and tokens[j - 1][0] == _KEYWORD and tokens[j - 1][1] in _TABLE_KEYWORDS)
 
 
 def _render(tokens: list[Token]) -> str:
-    parts: list[str] = []
-    for i, (_, text) in enumerate(tokens):
-        if i and not _glue(tokens, i):
-            parts.append(" ")
-        parts.append(text)
+    """Join tokens with single spaces, except where _glue-like rules say otherwise.
+
+    Whatever is written without a space must read back as the same tokens (idempotence):
+    no two operators are ever adjacent, and ": ::x" keeps its space (":::x" reads as ":: :x").
+    """
+    if not tokens:
+        return ""
+    parts = [tokens[0][1]]
+    prev_kind, prev = tokens[0]
+    for i in range(1, len(tokens)):
+        kind, text = tokens[i]
+        if kind == _PUNCT and text in (",", ")", "]", ".", ";", "["):
+            glue = True  # "[" is only _PUNCT as a subscript
+        elif (prev_kind == _PUNCT and prev in ("(", "[", ".")) or prev_kind == _CAST:
+            glue = True
+        elif kind == _CAST:
+            glue = prev_kind != _OTHER
+        elif kind == _PUNCT and text == "(":
+            glue = _glue_paren(tokens, i)
+        else:
+            glue = False
+        parts.append(text if glue else " " + text)
+        prev_kind, prev = kind, text
     return "".join(parts)
 
 
@@ -459,8 +531,9 @@ def normalize(sql: str) -> str:
     """
     try:
         tokens = _tokens(sql[:MAX_INPUT_CHARS])
-        _apply_case(tokens)
-        return _render(_collapse(tokens))
+        if _apply_case(tokens):
+            tokens = _collapse(tokens)
+        return _render(tokens)
     except Exception:
         return _fallback(sql)
 
@@ -494,7 +567,7 @@ def operation(sql: str) -> Operation:
     try:
         depth = base = 0
         in_with = False
-        for kind, token in _significant(sql[:MAX_INPUT_CHARS]):
+        for kind, token, _ in _scan(sql[:MAX_INPUT_CHARS]):
             if token == "(" and kind == _PUNCT:
                 depth += 1
             elif not in_with:
@@ -530,20 +603,21 @@ def _verb(upper: str) -> Operation:
 
 
 _CONTROL_WORDS: Final = frozenset({"BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE"})
+_NO_TOKEN: Final = (_OTHER, "", False)
 
 
 def is_transaction_control(sql: str) -> bool:
     """BEGIN, START TRANSACTION, COMMIT, END, ROLLBACK [TO SAVEPOINT], SAVEPOINT, RELEASE."""
     try:
-        words = _significant(sql[:MAX_INPUT_CHARS])
-        kind, token = next(words, (_WS, ""))
+        words = _scan(sql[:MAX_INPUT_CHARS])
+        kind, token, _ = next(words, _NO_TOKEN)
         if kind != _WORD:
             return False
         upper = token.upper()
         if upper in _CONTROL_WORDS:
             return True
         if upper == "START":
-            kind, token = next(words, (_WS, ""))
+            kind, token, _ = next(words, _NO_TOKEN)
             return kind == _WORD and token.upper() == "TRANSACTION"
         return False
     except Exception:
@@ -556,8 +630,10 @@ def is_transaction_control(sql: str) -> bool:
 
 # Words at the level of a SELECT that end its column list when there is no FROM.
 _SELECT_LIST_END: Final = frozenset(
-    "SELECT UNION INTERSECT EXCEPT WHERE GROUP HAVING ORDER LIMIT OFFSET FETCH FOR INTO WINDOW "
-    "RETURNING VALUES".split()
+    {
+        *("SELECT", "UNION", "INTERSECT", "EXCEPT", "WHERE", "GROUP", "HAVING", "ORDER"),
+        *("LIMIT", "OFFSET", "FETCH", "FOR", "INTO", "WINDOW", "RETURNING", "VALUES"),
+    }
 )
 
 
@@ -607,14 +683,7 @@ def shorten(sql: str, width: int = 120) -> str:
     try:
         if width <= 0:
             return ""
-        tokens: list[tuple[int, str, bool]] = []
-        spaced = False
-        for kind, token in _scan(sql[:MAX_INPUT_CHARS]):
-            if kind <= _COMMENT:
-                spaced = True
-            else:
-                tokens.append((kind, token, spaced))
-                spaced = False
+        tokens = list(_scan(sql[:MAX_INPUT_CHARS]))
         line = _one_line(tokens)
         if len(line) <= width:
             return line
