@@ -377,3 +377,13 @@ def test_a_failing_callback_is_counted_and_logged_once_never_raised(
 def test_allow_needs_a_reason() -> None:
     with pytest.raises(ValueError, match="reason"):
         queryprof.allow("")
+
+
+def test_the_console_script_prints_a_fingerprint(capsys: pytest.CaptureFixture[str]) -> None:
+    from queryprof.cli import main
+    from queryprof.fingerprint import fingerprint
+
+    assert main(["fingerprint", "SELECT * FROM books WHERE author_id = 42"]) == 0
+    out = capsys.readouterr().out
+    assert f"fingerprint: {fingerprint('select * from books where author_id = 7')}" in out
+    assert "42" not in out

@@ -134,7 +134,7 @@ def _record(
         # detect._common.fill_sites), the first statement of a transaction, a slow statement.
         first = scopes[-1]
         seen = first.seen.get(shape.fingerprint, 0)
-        if seen < SITE_SAMPLES:
+        if seen < SITE_SAMPLES and (seen or len(first.seen) < first.max_queries):
             first.seen[shape.fingerprint] = seen + 1
         begins_txn = (
             txn is not first.last_txn and txn is not None and not first.txns.get(txn, _UNSEEN).begun
@@ -181,9 +181,10 @@ def _record(
             if txn is not s.last_txn and txn is not None:
                 s.last_txn = txn
                 track = s.txns.get(txn)
-                if track is None:
+                if track is None and len(s.txns) < s.max_queries:
                     track = s.txns[txn] = TxnTrack(connection.info)
-                track.begun = True
+                if track is not None:
+                    track.begun = True
     except Exception as exc:
         internal_error("capture", exc)
 
@@ -251,10 +252,10 @@ def _on_after_begin(session: Session, transaction: Any, connection: Any) -> None
     try:
         root = connection.get_transaction()
         for s in current_scopes():
-            track = s.txns.get(root)
-            if track is None:
-                track = s.txns[root] = TxnTrack(connection.info)
-            track.orm = True
+            if root not in s.txns:
+                if len(s.txns) >= s.max_queries:
+                    continue
+                s.txns[root] = TxnTrack(connection.info)
             roots = s.session_txns.setdefault(session, [])
             if root not in roots:
                 roots.append(root)
@@ -274,6 +275,17 @@ def _session_ended(session: Session, outcome: str) -> None:
                         track.end = now
     except Exception as exc:
         internal_error("session " + outcome, exc)
+
+
+def _on_after_transaction_end(session: Session, transaction: Any) -> None:
+    # A Session closed without commit or rollback (the usual read-only request) ends here;
+    # its connection's return to the pool then tells the outcome.
+    try:
+        if transaction.parent is None:
+            for s in current_scopes():
+                s.session_txns.pop(session, None)
+    except Exception as exc:
+        internal_error("session after_transaction_end", exc)
 
 
 def _on_after_commit(session: Session) -> None:
@@ -297,6 +309,7 @@ _SESSION_LISTENERS: tuple[tuple[str, Callable[..., Any]], ...] = (
     ("after_begin", _on_after_begin),
     ("after_commit", _on_after_commit),
     ("after_rollback", _on_after_rollback),
+    ("after_transaction_end", _on_after_transaction_end),
 )
 
 

@@ -217,14 +217,17 @@ _CLOSE: Final = (_PUNCT, ")")
 _COMMA: Final = (_PUNCT, ",")
 _SEMICOLON: Final = (_PUNCT, ";")
 _QMARK: Final = (_PARAM, "?")
+_AS: Final = (_KEYWORD, "AS")
 
 Token = tuple[int, str]
 
 
 def _ends_value(kind: int, text: str) -> bool:
-    """Whether a scanned token can end an operand (then a "-" after it is binary)."""
+    """Whether a token can end an operand (then a "-" after it is binary)."""
     if kind in (_STRING, _NUMBER, _PARAM, _QIDENT):
         return True
+    if kind == _KEYWORD:
+        return text in _VALUE_KEYWORDS
     if kind == _WORD:
         upper = text.upper()
         return upper not in _KEYWORDS or upper in _VALUE_KEYWORDS
@@ -281,21 +284,42 @@ def _scan(text: str) -> Iterator[tuple[int, str, bool]]:
 # --------------------------------------------------------------------------------------------
 
 
-def _tokens(text: str) -> list[Token]:
-    """Significant tokens of ``text``, literals and placeholders already replaced by "?".
+def _tokens(text: str) -> tuple[list[Token], bool]:
+    """Significant tokens of ``text`` as normalize sees them, and whether _collapse is needed.
 
-    This is _scan inlined (normalize is the hot path), minus the whitespace flag.
+    This is _scan inlined (normalize is the hot path) plus the per-token rules: literals and
+    placeholders become "?", keywords are upper-cased (kind _KEYWORD), TRUE/FALSE become "?".
+    A keyword-looking word right after AS or next to a "." is a name and keeps its case.
     """
     tokens: list[Token] = []
     append = tokens.append
     kinds = _KIND_BY_GROUP
+    has_list = False
+    keyword_at = -1  # index of the last token made from a keyword, and its text as written
+    keyword_text = ""
     pos = 0
     while pos < len(text):
         for match in _TOKEN_RE.finditer(text, pos):
             group = match.lastindex or 0
             kind = kinds[group]
-            if kind in (_WORD, _PUNCT):  # the common case first
-                append((kind, match.group(group)))
+            if kind == _WORD:
+                word = match.group(group)
+                upper = word.upper()
+                if upper not in _KEYWORDS or (tokens and tokens[-1] in (_DOT, _AS)):
+                    append((_WORD, word))
+                    continue
+                keyword_at = len(tokens)
+                keyword_text = word
+                if upper in ("TRUE", "FALSE"):
+                    append(_QMARK)
+                else:
+                    append((_KEYWORD, upper))
+                    has_list = has_list or upper in _LIST_KEYWORDS
+            elif kind == _PUNCT:
+                punct = match.group(group)
+                if punct == "." and keyword_at == len(tokens) - 1:
+                    tokens[-1] = (_WORD, keyword_text)  # "select.x": a name after all
+                append((_PUNCT, punct))
             elif kind in (_STRING, _PARAM):
                 append(_QMARK)
             elif kind == _NUMBER:
@@ -326,50 +350,24 @@ def _tokens(text: str) -> list[Token]:
             break
     while tokens and tokens[-1] == _SEMICOLON:
         tokens.pop()
-    return tokens
+    if tokens and tokens[0][0] == _KEYWORD and tokens[0][1] in ("SAVEPOINT", "RELEASE", "ROLLBACK"):
+        _savepoint_names(tokens)
+    return tokens, has_list
 
 
-def _apply_case(tokens: list[Token]) -> bool:
-    """Upper-case keywords (as _KEYWORD), TRUE/FALSE and savepoint names to "?".
+def _savepoint_names(tokens: list[Token]) -> None:
+    """SAVEPOINT x, RELEASE [SAVEPOINT] x, ROLLBACK [WORK] TO [SAVEPOINT] x: x becomes "?".
 
-    Returns whether the statement has a keyword that _collapse may act on.
+    Only a plain name: a keyword there would change how a "[" after it reads back.
     """
-    count = len(tokens)
-    has_list = False
-    for i, (kind, token) in enumerate(tokens):
-        if kind != _WORD:
-            continue
-        upper = token.upper()
-        if upper not in _KEYWORDS:
-            continue
-        # Next to a "." or right after AS, a keyword-looking word is a name.
-        if i and (tokens[i - 1] == _DOT or tokens[i - 1] == (_KEYWORD, "AS")):
-            continue
-        if i + 1 < count and tokens[i + 1] == _DOT:
-            continue
-        if upper in ("TRUE", "FALSE"):
-            tokens[i] = _QMARK
-            continue
-        tokens[i] = (_KEYWORD, upper)
-        if upper in _LIST_KEYWORDS:
-            has_list = True
-
-    if (
-        count > 1
-        and tokens[0][0] == _KEYWORD
-        and tokens[0][1] in ("SAVEPOINT", "RELEASE", "ROLLBACK")
-    ):
-        # SAVEPOINT x, RELEASE [SAVEPOINT] x, ROLLBACK [WORK] TO [SAVEPOINT] x. Only a plain
-        # name becomes "?": a keyword there would change how a "[" after it reads back.
-        for i in range(count - 1):
-            kind, word = tokens[i]
-            if (
-                kind == _KEYWORD
-                and (word in ("SAVEPOINT", "TO") or (i == 0 and word == "RELEASE"))
-                and tokens[i + 1][0] in (_WORD, _QIDENT)
-            ):
-                tokens[i + 1] = _QMARK
-    return has_list
+    for i in range(len(tokens) - 1):
+        kind, word = tokens[i]
+        if (
+            kind == _KEYWORD
+            and (word in ("SAVEPOINT", "TO") or (i == 0 and word == "RELEASE"))
+            and tokens[i + 1][0] in (_WORD, _QIDENT)
+        ):
+            tokens[i + 1] = _QMARK
 
 
 def _matching_parens(tokens: list[Token]) -> list[int]:
@@ -530,8 +528,8 @@ def normalize(sql: str) -> str:
     See the module docstring for the exact rules. Never raises.
     """
     try:
-        tokens = _tokens(sql[:MAX_INPUT_CHARS])
-        if _apply_case(tokens):
+        tokens, has_list = _tokens(sql[:MAX_INPUT_CHARS])
+        if has_list:
             tokens = _collapse(tokens)
         return _render(tokens)
     except Exception:

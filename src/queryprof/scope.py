@@ -57,14 +57,13 @@ class Record(NamedTuple):
 class TxnTrack:
     """What the transaction events told us about one connection-level transaction."""
 
-    __slots__ = ("begun", "end", "info", "orm", "outcome", "pool_reset")
+    __slots__ = ("begun", "end", "info", "outcome", "pool_reset")
 
     def __init__(self, info: Any) -> None:
         self.info = info
         self.end: float | None = None
         self.outcome: str | None = None
         self.pool_reset = False
-        self.orm = False
         self.begun = False  # its first statement was recorded (with its call site)
 
 
