@@ -33,7 +33,7 @@ _current_greenlet: Any = getcurrent
 CallSite = tuple[CodeType, int]
 
 _MAX_FRAMES = 256
-_MAX_CACHED_CODES = 20_000
+_MAX_CACHED = 10_000
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
@@ -45,14 +45,23 @@ def _library_dirs() -> tuple[str, ...]:
     return tuple(sorted(os.path.abspath(d) + os.sep for d in dirs))
 
 
+_LIBRARY, _APP, _BY_FUNCTION = 0, 1, 2
+
+
 class _Classifier:
-    """Decides, once per code object, whether a frame of that code is application code."""
+    """Decides which frames are application code: once per file, and once per code object
+    only in files where a pattern may match a function name.
+
+    Lookups are keyed by the file name (a string caches its hash) or by ``id(code)``: hashing
+    a code object hashes its whole contents, on every lookup.
+    """
 
     def __init__(self) -> None:
         self._library = (*_library_dirs(), _PACKAGE_DIR)
         self._include: tuple[str, ...] = ()
         self._exclude: tuple[str, ...] = ()
-        self.cache: dict[CodeType, bool] = {}
+        self.files: dict[str, int] = {}
+        self.codes: dict[int, tuple[CodeType, bool]] = {}
         self.evicted = 0
         self._lock = threading.Lock()
 
@@ -60,30 +69,54 @@ class _Classifier:
         with self._lock:
             self._include = include
             self._exclude = exclude
-            self.cache = {}
+            self.files = {}
+            self.codes = {}
 
-    def __call__(self, code: CodeType) -> bool:
-        is_app = self._classify(code)
-        cache = self.cache
-        if len(cache) >= _MAX_CACHED_CODES:
-            self.evicted += len(cache)
-            cache.clear()
-        cache[code] = is_app
+    def file_kind(self, filename: str) -> int:
+        kind = self._file_kind(filename)
+        if len(self.files) >= _MAX_CACHED:
+            self.evicted += len(self.files)
+            self.files.clear()
+        self.files[filename] = kind
+        return kind
+
+    def _file_kind(self, filename: str) -> int:
+        if self._include and any(fnmatchcase(filename, p) for p in self._include):
+            return _APP
+        if self._exclude and any(fnmatchcase(filename, p) for p in self._exclude):
+            return _LIBRARY
+        library = (
+            not filename
+            or filename.startswith("<")
+            or os.path.abspath(filename).startswith(self._library)
+        )
+        if library:
+            return _BY_FUNCTION if self._include else _LIBRARY
+        return _BY_FUNCTION if self._exclude else _APP
+
+    def code_is_app(self, code: CodeType) -> bool:
+        entry = self.codes.get(id(code))
+        if entry is not None and entry[0] is code:
+            return entry[1]
+        qualname = code.co_qualname
+        if self._include and any(fnmatchcase(qualname, p) for p in self._include):
+            is_app = True
+        elif self._exclude and any(fnmatchcase(qualname, p) for p in self._exclude):
+            is_app = False
+        else:
+            is_app = self._file_kind_without_patterns(code.co_filename)
+        if len(self.codes) >= _MAX_CACHED:
+            self.evicted += len(self.codes)
+            self.codes.clear()
+        self.codes[id(code)] = (code, is_app)
         return is_app
 
-    def _classify(self, code: CodeType) -> bool:
-        filename = code.co_filename
-        if self._include and _matches(self._include, filename, code.co_qualname):
-            return True
-        if not filename or filename.startswith("<"):
-            return False
-        if os.path.abspath(filename).startswith(self._library):
-            return False
-        return not (self._exclude and _matches(self._exclude, filename, code.co_qualname))
-
-
-def _matches(patterns: tuple[str, ...], filename: str, qualname: str) -> bool:
-    return any(fnmatchcase(filename, p) or fnmatchcase(qualname, p) for p in patterns)
+    def _file_kind_without_patterns(self, filename: str) -> bool:
+        return not (
+            not filename
+            or filename.startswith("<")
+            or os.path.abspath(filename).startswith(self._library)
+        )
 
 
 _classifier = _Classifier()
@@ -95,9 +128,13 @@ def configure(include: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -> N
 
 
 def capture(frame: FrameType | None = None) -> CallSite | None:
-    """Return ``(code, line)`` of the first application frame behind the caller, or None."""
+    """Return ``(code, bytecode offset)`` of the first application frame behind the caller.
+
+    The offset, not the line: computing ``f_lineno`` decodes the code's line table, which
+    costs more than the whole walk. :func:`describe` turns it into a line later.
+    """
     f: FrameType | None = frame if frame is not None else sys._getframe(1)
-    cache = _classifier.cache
+    files = _classifier.files
     greenlet: Any = None
     for _ in range(_MAX_FRAMES):
         if f is None:
@@ -110,21 +147,30 @@ def capture(frame: FrameType | None = None) -> CallSite | None:
             f = greenlet.gr_frame
             continue
         code = f.f_code
-        is_app = cache.get(code)
-        if is_app is None:
-            is_app = _classifier(code)
-        if is_app:
-            return code, f.f_lineno
+        kind = files.get(code.co_filename)
+        if kind is None:
+            kind = _classifier.file_kind(code.co_filename)
+        if kind == _APP or (kind == _BY_FUNCTION and _classifier.code_is_app(code)):
+            return code, f.f_lasti
         f = f.f_back
     return None
+
+
+def line_of(site: CallSite) -> int:
+    """The source line of a call site."""
+    code, offset = site
+    for start, end, line in code.co_lines():
+        if start <= offset < end and line is not None:
+            return line
+    return code.co_firstlineno
 
 
 def describe(site: CallSite | None) -> str | None:
     """Format a call site as ``"path:line in function"``, the path relative to the cwd."""
     if site is None:
         return None
-    code, line = site
-    return f"{_display_path(code.co_filename)}:{line} in {code.co_qualname}"
+    code = site[0]
+    return f"{_display_path(code.co_filename)}:{line_of(site)} in {code.co_qualname}"
 
 
 def _display_path(filename: str) -> str:
@@ -138,7 +184,7 @@ def _display_path(filename: str) -> str:
 def cache_stats() -> dict[str, int]:
     """Size and evictions of the per-code-object decision cache."""
     return {
-        "size": len(_classifier.cache),
-        "max_size": _MAX_CACHED_CODES,
+        "size": len(_classifier.files) + len(_classifier.codes),
+        "max_size": 2 * _MAX_CACHED,
         "evicted": _classifier.evicted,
     }

@@ -37,14 +37,12 @@ from queryprof.scope import Scope, TxnTrack, _stack, current_scopes
 
 _perf_counter = time.perf_counter
 _NO_PARAMS = object()
-_UNSEEN = TxnTrack(None)
 
 _lock = threading.RLock()
 _installed: dict[Any, int] = {}  # listened target -> how many profilers asked for it
 _session_refs = 0
 capture_parameters = False  # keep parameter values: set while a profiler asks for them
 slow_threshold = float("inf")  # the lowest slow_query_threshold of the live profilers
-SITE_SAMPLES = 16  # call sites taken per statement text and scope (see _record)
 
 
 def _params_key(parameters: Any) -> int | None:
@@ -99,14 +97,17 @@ def _profile(
         else:
             execute(cursor, statement, parameters, context)
     except BaseException as exc:
-        _record(shape, start, cursor, parameters, context, frame, many, type(exc).__name__)
+        _record(
+            shape, statement, start, cursor, parameters, context, frame, many, type(exc).__name__
+        )
         raise
-    _record(shape, start, cursor, parameters, context, frame, many, None)
+    _record(shape, statement, start, cursor, parameters, context, frame, many, None)
     return True
 
 
 def _record(
     shape: Any,
+    statement: str,
     start: float,
     cursor: Any,
     parameters: Any,
@@ -128,22 +129,7 @@ def _record(
             return
         connection = context.root_connection
         txn = connection.get_transaction()
-        # Walking the stack costs more than everything else here together, so the call site
-        # is taken only where a finding can need it: the first runs of each statement text
-        # in the scope (later runs go to the most recent site of their shape: see
-        # detect._common.fill_sites), the first statement of a transaction, a slow statement.
-        first = scopes[-1]
-        seen = first.seen.get(shape.fingerprint, 0)
-        if seen < SITE_SAMPLES and (seen or len(first.seen) < first.max_queries):
-            first.seen[shape.fingerprint] = seen + 1
-        begins_txn = (
-            txn is not first.last_txn and txn is not None and not first.txns.get(txn, _UNSEEN).begun
-        )
-        site = (
-            _capture_site(sys._getframe(3))
-            if seen < SITE_SAMPLES or begins_txn or duration >= slow_threshold
-            else None
-        )
+        site = _capture_site(sys._getframe(3))
         if type(parameters) is tuple:
             try:
                 params_key: int | None = hash(parameters)
@@ -170,6 +156,8 @@ def _record(
             error,
             allowed,
             parameters if capture_parameters else None,
+            # What an EXPLAIN of a slow statement needs; kept in memory only, never exported.
+            (statement, parameters, connection.engine) if duration >= slow_threshold else None,
         )
         for s in scopes:
             if s.closed:
@@ -180,11 +168,9 @@ def _record(
                 s.drop(duration)
             if txn is not s.last_txn and txn is not None:
                 s.last_txn = txn
-                track = s.txns.get(txn)
-                if track is None and len(s.txns) < s.max_queries:
-                    track = s.txns[txn] = TxnTrack(connection.info)
-                if track is not None:
-                    track.begun = True
+                if txn not in s.txns and len(s.txns) < s.max_queries:
+                    s.txns[txn] = TxnTrack(connection.info)
+
     except Exception as exc:
         internal_error("capture", exc)
 
@@ -193,8 +179,15 @@ def _on_do_execute(cursor: Any, statement: str, parameters: Any, context: Any) -
     frame = _stack.get()
     if frame is None and not _scope.process_scopes:
         return False
+    # An "insertmanyvalues" batch comes through do_execute too, with context.executemany set.
     return _profile(
-        context.dialect.do_execute, cursor, statement, parameters, context, frame, False
+        context.dialect.do_execute,
+        cursor,
+        statement,
+        parameters,
+        context,
+        frame,
+        context.executemany,
     )
 
 

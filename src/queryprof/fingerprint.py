@@ -317,7 +317,7 @@ def _tokens(text: str) -> tuple[list[Token], bool]:
                     has_list = has_list or upper in _LIST_KEYWORDS
             elif kind == _PUNCT:
                 punct = match.group(group)
-                if punct == "." and keyword_at == len(tokens) - 1:
+                if punct == "." and tokens and keyword_at == len(tokens) - 1:
                     tokens[-1] = (_WORD, keyword_text)  # "select.x": a name after all
                 append((_PUNCT, punct))
             elif kind in (_STRING, _PARAM):
@@ -441,8 +441,8 @@ def _collapse(tokens: list[Token]) -> list[Token]:
             close = match[i + 1]
             if word == "IN":
                 items = _split_items(tokens, i + 2, close)
-                if close == count and len(items) > 1 and not items[-1]:
-                    items.pop()  # cut off by truncation after a comma: "IN (?, ?, "
+                if close == count and len(items) > 1:
+                    items.pop()  # cut off by truncation, maybe mid-item: "IN (?, ?, $"
                 if all(_is_placeholder_group(item, allow_array=False) for item in items):
                     out += (token, _OPEN, *items[0], _CLOSE)
                     i = close + 1
@@ -455,7 +455,10 @@ def _collapse(tokens: list[Token]) -> list[Token]:
             elif word == "VALUES" and close < count:
                 columns = len(_split_items(tokens, i + 2, close))
                 j = end = close + 1
-                while j + 1 < count and tokens[j] == _COMMA and tokens[j + 1] == _OPEN:
+                while j < count and tokens[j] == _COMMA:
+                    if j + 1 == count or tokens[j + 1] != _OPEN:
+                        end = j + 1 if j + 1 == count else end  # cut after a comma
+                        break
                     row_close = match[j + 1]
                     if row_close == count:
                         end = count  # a last row cut off by truncation
@@ -522,16 +525,21 @@ def _fallback(sql: str) -> str:
         return ""
 
 
+def _normalize(sql: str) -> str:
+    tokens, has_list = _tokens(sql[:MAX_INPUT_CHARS])
+    if has_list:
+        tokens = _collapse(tokens)
+    # .strip(): an unterminated quoted identifier runs to the end, trailing spaces included.
+    return _render(tokens).strip()
+
+
 def normalize(sql: str) -> str:
     """The shape of ``sql``: literals and placeholders as ``?``, lists collapsed, one line.
 
     See the module docstring for the exact rules. Never raises.
     """
     try:
-        tokens, has_list = _tokens(sql[:MAX_INPUT_CHARS])
-        if has_list:
-            tokens = _collapse(tokens)
-        return _render(tokens)
+        return _normalize(sql)
     except Exception:
         return _fallback(sql)
 
@@ -563,29 +571,33 @@ def operation(sql: str) -> Operation:
     one outside the parenthesized CTE bodies.
     """
     try:
-        depth = base = 0
-        in_with = False
-        for kind, token, _ in _scan(sql[:MAX_INPUT_CHARS]):
-            if token == "(" and kind == _PUNCT:
-                depth += 1
-            elif not in_with:
-                if kind != _WORD:
-                    return "OTHER"
-                upper = token.upper()
-                if upper == "WITH":
-                    in_with = True
-                    base = depth
-                    continue
-                return _verb(upper)
-            elif kind == _PUNCT and token == ")":
-                depth -= 1
-                if depth < base:
-                    return "OTHER"
-            elif kind == _WORD and depth == base and token.upper() in _VERBS:
-                return _verb(token.upper())
-        return "OTHER"
+        return _operation(sql)
     except Exception:
         return "OTHER"
+
+
+def _operation(sql: str) -> Operation:
+    depth = base = 0
+    in_with = False
+    for kind, token, _ in _scan(sql[:MAX_INPUT_CHARS]):
+        if token == "(" and kind == _PUNCT:
+            depth += 1
+        elif not in_with:
+            if kind != _WORD:
+                return "OTHER"
+            upper = token.upper()
+            if upper == "WITH":
+                in_with = True
+                base = depth
+                continue
+            return _verb(upper)
+        elif kind == _PUNCT and token == ")":
+            depth -= 1
+            if depth < base:
+                return "OTHER"  # the end of a parenthesized WITH without a main statement
+        elif kind == _WORD and depth == base and token.upper() in _VERBS:
+            return _verb(token.upper())
+    return "OTHER"
 
 
 def _verb(upper: str) -> Operation:
@@ -607,19 +619,23 @@ _NO_TOKEN: Final = (_OTHER, "", False)
 def is_transaction_control(sql: str) -> bool:
     """BEGIN, START TRANSACTION, COMMIT, END, ROLLBACK [TO SAVEPOINT], SAVEPOINT, RELEASE."""
     try:
-        words = _scan(sql[:MAX_INPUT_CHARS])
-        kind, token, _ = next(words, _NO_TOKEN)
-        if kind != _WORD:
-            return False
-        upper = token.upper()
-        if upper in _CONTROL_WORDS:
-            return True
-        if upper == "START":
-            kind, token, _ = next(words, _NO_TOKEN)
-            return kind == _WORD and token.upper() == "TRANSACTION"
-        return False
+        return _is_transaction_control(sql)
     except Exception:
         return False
+
+
+def _is_transaction_control(sql: str) -> bool:
+    words = _scan(sql[:MAX_INPUT_CHARS])
+    kind, token, _ = next(words, _NO_TOKEN)
+    if kind != _WORD:
+        return False
+    upper = token.upper()
+    if upper in _CONTROL_WORDS:
+        return True
+    if upper == "START":
+        kind, token, _ = next(words, _NO_TOKEN)
+        return kind == _WORD and token.upper() == "TRANSACTION"
+    return False
 
 
 # --------------------------------------------------------------------------------------------
@@ -679,42 +695,47 @@ def shorten(sql: str, width: int = 120) -> str:
     is cut and ends with ``...``. Literals are kept as written.
     """
     try:
-        if width <= 0:
-            return ""
-        tokens = list(_scan(sql[:MAX_INPUT_CHARS]))
-        line = _one_line(tokens)
-        if len(line) <= width:
-            return line
-
-        collapsed: list[tuple[int, str, bool]] = []
-        jumps: dict[int, int] = {}
-        i = 0
-        while i < len(tokens):
-            if i in jumps:
-                collapsed += ((_PUNCT, ",", False), (_OTHER, "...", True))
-                i = jumps.pop(i)
-                collapsed.append((_WORD, tokens[i][1], True))
-                i += 1
-                continue
-            kind, text, _ = tokens[i]
-            if kind == _WORD and text.upper() == "SELECT":
-                cut = _column_list_cut(tokens, i)
-                if cut is not None:
-                    jumps[cut[0]] = cut[1]
-            collapsed.append(tokens[i])
-            i += 1
-        line = _one_line(collapsed)
-        if len(line) <= width:
-            return line
-        if width <= 3:
-            return "." * width
-        return line[: width - 3].rstrip() + "..."
+        return _shorten(sql, width)
     except Exception:
         try:
-            line = " ".join(str(sql)[:MAX_INPUT_CHARS].split())
-            return line if len(line) <= width else line[: max(width - 3, 0)] + "..."[:width]
+            return _cut(" ".join(str(sql)[:MAX_INPUT_CHARS].split()), width)
         except Exception:
             return ""
+
+
+def _cut(line: str, width: int) -> str:
+    if len(line) <= width:
+        return line
+    if width <= 3:
+        return "." * max(width, 0)
+    return line[: width - 3].rstrip() + "..."
+
+
+def _shorten(sql: str, width: int) -> str:
+    if width <= 0:
+        return ""
+    tokens = list(_scan(sql[:MAX_INPUT_CHARS]))
+    line = _one_line(tokens)
+    if len(line) <= width:
+        return line
+
+    collapsed: list[tuple[int, str, bool]] = []
+    jumps: dict[int, int] = {}  # first comma of a column list -> its FROM
+    i = 0
+    while i < len(tokens):
+        if i in jumps:
+            i = jumps.pop(i)
+            collapsed += ((_PUNCT, ",", False), (_OTHER, "...", True), (_WORD, tokens[i][1], True))
+            i += 1
+            continue
+        kind, text, _ = tokens[i]
+        if kind == _WORD and text.upper() == "SELECT":
+            cut = _column_list_cut(tokens, i)
+            if cut is not None:
+                jumps[cut[0]] = cut[1]
+        collapsed.append(tokens[i])
+        i += 1
+    return _cut(_one_line(collapsed), width)
 
 
 # --------------------------------------------------------------------------------------------

@@ -52,19 +52,19 @@ class Record(NamedTuple):
     error: str | None
     allowed: str | None
     parameters: Any
+    source: tuple[str, Any, Any] | None  # slow statements only: (text, parameters, engine)
 
 
 class TxnTrack:
     """What the transaction events told us about one connection-level transaction."""
 
-    __slots__ = ("begun", "end", "info", "outcome", "pool_reset")
+    __slots__ = ("end", "info", "outcome", "pool_reset")
 
     def __init__(self, info: Any) -> None:
         self.info = info
         self.end: float | None = None
         self.outcome: str | None = None
         self.pool_reset = False
-        self.begun = False  # its first statement was recorded (with its call site)
 
 
 def current_scope() -> Scope | None:
@@ -114,7 +114,6 @@ class Scope:
         self.attributes: dict[str, Any] = {}
         self.raw: list[tuple[Any, ...]] = []  # Record fields, as the per-statement path made them
         self.max_queries = max_queries
-        self.seen: dict[str, int] = {}  # statement fingerprint -> call sites taken
         self._records: list[Record] | None = None
         self._dropped = 0
         self._dropped_time = 0.0

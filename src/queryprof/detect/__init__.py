@@ -10,14 +10,14 @@ from dataclasses import replace
 
 from queryprof._settings import Settings
 from queryprof.detect import duplicates, long_transaction, n_plus_one, repeated_write, slow_query
-from queryprof.detect._common import apply_allow_lists, fill_sites, transactions
+from queryprof.detect._common import apply_allow_lists, transactions
 from queryprof.findings import Finding
 from queryprof.scope import Scope
 
 
 def analyze(scope: Scope, settings: Settings) -> list[Finding]:
     """Every finding in a closed scope, after the allow lists; also fills scope.transactions."""
-    records = [r for r in fill_sites(scope.records) if r.allowed is None]
+    records = [r for r in scope.records if r.allowed is None]
     scope.transactions = transactions(scope)
     findings = [
         *n_plus_one.detect(records, settings),

@@ -9,7 +9,7 @@ from fnmatch import fnmatchcase
 from typing import TypeVar
 
 from queryprof._settings import Settings
-from queryprof.callsite import CallSite, describe
+from queryprof.callsite import describe
 from queryprof.findings import Finding, Transaction
 from queryprof.scope import Record, Scope
 
@@ -32,9 +32,26 @@ def total(records: Iterable[Record]) -> float:
 
 def common_site(records: Iterable[Record]) -> str | None:
     """The call site most of these statements came from."""
-    sites: Counter[CallSite | None] = Counter(r.site for r in records)
-    site, _ = sites.most_common(1)[0]
-    return describe(site)
+    sites: Counter[str | None] = Counter(location(r) for r in records)
+    return sites.most_common(1)[0][0]
+
+
+_locations: dict[tuple[int, int], str | None] = {}
+
+
+def location(record: Record) -> str | None:
+    """``"app/routes.py:42 in list_authors"`` for a record's call site (memoized)."""
+    site = record.site
+    if site is None:
+        return None
+    key = (id(site[0]), site[1])  # hashing a code object hashes its contents: use its id
+    found = _locations.get(key)
+    if found is None:
+        found = describe(site)
+        if len(_locations) >= 10_000:
+            _locations.clear()
+        _locations[key] = found
+    return found
 
 
 def table_of(sql: str) -> str | None:
@@ -46,23 +63,6 @@ def key_column(sql: str) -> str | None:
     """``"comments.id"`` for ``... WHERE comments.id = ?``: the column a loop filters on."""
     match = _KEY_COLUMN.search(sql)
     return match.group(1) if match else None
-
-
-def fill_sites(records: list[Record]) -> list[Record]:
-    """Give each record without a call site the most recent site of its statement shape.
-
-    The per-statement path takes call sites only for the first runs of each shape in a
-    scope; a loop that runs one shape a thousand times has the rest attributed here.
-    """
-    last: dict[str, CallSite] = {}
-    filled = []
-    for r in records:
-        if r.site is not None:
-            last[r.shape.fingerprint] = r.site
-        elif r.shape.fingerprint in last:
-            r = r._replace(site=last[r.shape.fingerprint])
-        filled.append(r)
-    return filled
 
 
 def transactions(scope: Scope) -> list[Transaction]:
@@ -91,7 +91,7 @@ def transactions(scope: Scope) -> list[Transaction]:
                 idle=max(duration - total(records), 0.0),
                 statements=len(records),
                 outcome="rollback" if outcome == "rollback" else "commit",
-                location=describe(first.site),
+                location=location(first),
                 end_seen=end_seen,
                 sql=first.shape.sql,
                 fingerprint=first.shape.fingerprint,

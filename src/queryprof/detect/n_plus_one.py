@@ -9,8 +9,7 @@ query instead; eager loads run once per batch and so never reach the threshold.
 from __future__ import annotations
 
 from queryprof._settings import Settings
-from queryprof.callsite import describe
-from queryprof.detect._common import group, key_column, total
+from queryprof.detect._common import group, key_column, location, total
 from queryprof.findings import Finding
 from queryprof.orm import entity_of, loader_for, relationship_of
 from queryprof.scope import Record
@@ -23,7 +22,7 @@ def detect(records: list[Record], settings: Settings) -> list[Finding]:
         if r.shape.operation == "SELECT" and r.error is None and not r.executemany
     )
     findings = []
-    for (_, site), rs in group(reads, lambda r: (r.shape.fingerprint, r.site)).items():
+    for (_, site), rs in group(reads, lambda r: (r.shape.fingerprint, location(r))).items():
         if len(rs) < settings.n_plus_one_threshold:
             continue
         if len({r.params_key for r in rs}) < 2:
@@ -38,7 +37,7 @@ def detect(records: list[Record], settings: Settings) -> list[Finding]:
                 duration=total(rs),
                 sql=rs[0].shape.sql,
                 fingerprint=rs[0].shape.fingerprint,
-                location=describe(site),
+                location=site,
                 relationship=relationship,
                 suggestion=suggestion,
             )

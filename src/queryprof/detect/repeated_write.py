@@ -4,8 +4,7 @@ call site, where one batched statement would do."""
 from __future__ import annotations
 
 from queryprof._settings import Settings
-from queryprof.callsite import describe
-from queryprof.detect._common import group, table_of, total
+from queryprof.detect._common import group, location, table_of, total
 from queryprof.findings import Finding
 from queryprof.orm import entity_of_table
 from queryprof.scope import Record
@@ -18,7 +17,7 @@ def detect(records: list[Record], settings: Settings) -> list[Finding]:
         r for r in records if r.shape.operation in _WRITES and r.error is None and not r.executemany
     )
     findings = []
-    for (_, site), rs in group(writes, lambda r: (r.shape.fingerprint, r.site)).items():
+    for (_, site), rs in group(writes, lambda r: (r.shape.fingerprint, location(r))).items():
         if len(rs) < settings.repeated_write_threshold:
             continue
         findings.append(
@@ -28,7 +27,7 @@ def detect(records: list[Record], settings: Settings) -> list[Finding]:
                 duration=total(rs),
                 sql=rs[0].shape.sql,
                 fingerprint=rs[0].shape.fingerprint,
-                location=describe(site),
+                location=site,
                 suggestion=_batched(rs[0]),
             )
         )

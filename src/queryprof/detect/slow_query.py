@@ -6,8 +6,7 @@ One finding per statement shape; ``plan`` is filled later by the EXPLAIN worker.
 from __future__ import annotations
 
 from queryprof._settings import Settings
-from queryprof.callsite import describe
-from queryprof.detect._common import group, total
+from queryprof.detect._common import group, location, total
 from queryprof.findings import Finding, format_ms
 from queryprof.scope import Record
 
@@ -24,7 +23,7 @@ def detect(records: list[Record], settings: Settings) -> list[Finding]:
                 duration=total(rs),
                 sql=slowest.shape.sql,
                 fingerprint=slowest.shape.fingerprint,
-                location=describe(slowest.site),
+                location=location(slowest),
                 detail=f"slowest {format_ms(slowest.duration)}" if len(rs) > 1 else None,
             )
         )
