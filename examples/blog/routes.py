@@ -135,7 +135,7 @@ async def list_posts(
             .where(Comment.post_id.in_([p.id for p in page_posts]))
             .group_by(Comment.post_id)
         )
-        counts = dict((await session.execute(count_stmt)).tuples().all())
+        counts = dict((await session.execute(count_stmt)).all())
     items = [
         PostSummary(
             id=p.id,

@@ -21,7 +21,7 @@ UNMATCHED = "__unmatched__"
 METHODS = frozenset(
     ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "QUERY")
 )
-_FASTAPI_ROUTE_CONTEXT = "fastapi_effective_route_context"
+_FASTAPI_ROUTE_CONTEXT = "effective_route_context"  # FastAPI >= 0.137
 
 
 class QueryProfilerMiddleware:
@@ -93,46 +93,57 @@ def route_template(scope: ASGIScope, root_path: str = "", app: Any = None) -> st
 
     FastAPI keeps the full template of an included router (with its prefixes) in its own
     scope data; Starlette leaves the matched route in ``scope["route"]``. A mount's prefix is
-    the part of ``root_path`` the routing added, templated by matching the app's mounts.
+    the part of ``root_path`` the routing added, templated by matching the app's mounts
+    again; a mounted plain ASGI app (static files) is ``/prefix/{path}``.
     """
+    from starlette.routing import Mount
+
     route = scope.get("route")
-    if route is None:
-        return UNMATCHED
-    methods = getattr(route, "methods", None)
-    if methods and scope.get("method") not in methods:
-        return UNMATCHED  # a 405: the path matched a route, the method did not
-    path = None
-    fastapi = scope.get("fastapi")
-    context = fastapi.get(_FASTAPI_ROUTE_CONTEXT) if isinstance(fastapi, dict) else None
-    if context is not None:
-        path = getattr(context.starlette_route, "path_format", None) or context.path_format
-    if not path:
-        path = getattr(route, "path_format", None) or getattr(route, "path", None)
-    if not isinstance(path, str) or not path:
-        return UNMATCHED
     mounted = scope.get("root_path", "")[len(root_path) :]
-    if mounted:
-        path = _mount_prefix(app, scope, root_path, mounted) + path
-    return path
+    if route is not None and not isinstance(route, Mount):
+        methods = getattr(route, "methods", None)
+        if methods and scope.get("method") not in methods:
+            return UNMATCHED  # a 405: the path matched a route, the method did not
+        path = None
+        fastapi = scope.get("fastapi")
+        context = fastapi.get(_FASTAPI_ROUTE_CONTEXT) if isinstance(fastapi, dict) else None
+        if context is not None:
+            starlette_route = getattr(context, "starlette_route", None)
+            path = getattr(starlette_route, "path_format", None) or context.path_format
+        if not path:
+            path = getattr(route, "path_format", None) or getattr(route, "path", None)
+        if not isinstance(path, str) or not path:
+            return UNMATCHED
+        return (_mounts(app, scope, root_path, mounted)[0] if mounted else "") + path
+    # No route, or only a mount: either a plain ASGI app behind the mount served the
+    # request, or the router of a mounted app found nothing.
+    if not mounted:
+        return UNMATCHED
+    prefix, innermost = _mounts(app, scope, root_path, mounted)
+    if innermost is None or getattr(innermost, "routes", None):
+        return UNMATCHED
+    return prefix + "/{path}"
 
 
-def _mount_prefix(app: Any, scope: ASGIScope, root_path: str, mounted: str) -> str:
-    """The templated prefix of the mounts the request went through (``/users/{id}``)."""
+def _mounts(app: Any, scope: ASGIScope, root_path: str, mounted: str) -> tuple[str, Any]:
+    """The templated prefix of the mounts the request went through (``/users/{id}``), and
+    the innermost of them."""
     from starlette.routing import Match, Mount
 
     routes = getattr(getattr(app, "router", app), "routes", None)
     probe = {**scope, "root_path": root_path, "path": root_path + mounted + "/"}
-    prefix = ""
+    prefix, innermost = "", None
     while routes:
         for candidate in routes:
             if isinstance(candidate, Mount):
                 match, child = candidate.matches(probe)
                 if match is Match.FULL:
                     prefix += candidate.path
+                    innermost = candidate
                     probe = {**probe, **child}
                     routes = getattr(candidate, "routes", None) or []
                     break
         else:
             break
     # Without the app's mounts, the raw prefix may hold values: never use it as a label.
-    return prefix or "/{mount}"
+    return prefix or "/{mount}", innermost

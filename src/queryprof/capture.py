@@ -129,6 +129,10 @@ def _record(
             return
         connection = context.root_connection
         txn = connection.get_transaction()
+        if txn is None:
+            # Only SQLAlchemy's own setup of a new connection (server version, schema,
+            # settings) runs outside a transaction: not the application's statements.
+            return
         site = _capture_site(sys._getframe(3))
         if type(parameters) is tuple:
             try:
@@ -166,7 +170,7 @@ def _record(
                 s.raw.append(record)
             else:
                 s.drop(duration)
-            if txn is not s.last_txn and txn is not None:
+            if txn is not s.last_txn:
                 s.last_txn = txn
                 if txn not in s.txns and len(s.txns) < s.max_queries:
                     s.txns[txn] = TxnTrack(connection.info)

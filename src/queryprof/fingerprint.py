@@ -30,23 +30,28 @@ Normalization rules (the output of :func:`normalize`):
   ``__[POSTCOMPILE_name]``. ``%%`` (the escaped modulo of format-style drivers) becomes ``%``.
 * ``IN (...)`` lists whose items are all placeholders (optionally cast, or tuples of them)
   collapse to their first item: ``IN (?, ?, ?)`` -> ``IN (?)``,
-  ``IN ($1::INTEGER, $2::INTEGER)`` -> ``IN (?::INTEGER)``. ``= ANY(...)``/``SOME``/``ALL``
-  over a placeholder or an ``ARRAY[...]`` of them collapses to ``= ANY(?)``.
+  ``IN ($1::INTEGER, $2::INTEGER)`` -> ``IN (?::INTEGER)``. ``= ANY(...)`` over a placeholder
+  or an ``ARRAY[...]`` of them collapses to ``= ANY(?)`` (``SOME``/``ALL`` likewise).
 * Multi-row ``VALUES (...), (...), ...`` keeps only its first row while the following rows have
   the same number of columns (a trailing row cut off by truncation is dropped too).
 * Savepoint names become ``?``: ``SAVEPOINT ?``, ``RELEASE [SAVEPOINT] ?``,
   ``ROLLBACK TO [SAVEPOINT] ?``.
 * Case: words in a fixed set of SQL keywords are upper-cased; every other identifier is kept
   exactly as written (so ``Books`` and ``books`` stay different shapes), and so are quoted
-  identifiers (``"select"``, ```order```, ``[From]``). A keyword-looking word next to a ``.``
-  (``t.key``) or right after ``AS`` is an identifier and keeps its case.
+  identifiers (``"select"``, ```order```, ``[From]``; ``[`` after a value is a subscript, as
+  in ``a[1]`` or ``ARRAY[?]``). Function names are identifiers (``count`` stays ``count``).
+  A keyword-looking word next to a ``.`` (``t.key``) or right after ``AS`` is a name and
+  keeps its case.
 * Layout: tokens are separated by one space, except none inside parentheses/brackets, before
   ``,``/``.``/``;``, around ``.`` and ``::``, and between a function name and its ``(``
   (``count(*)``, ``ANY(?)``; but ``INSERT INTO t (a)`` and ``IN (?)`` keep the space).
-  Trailing semicolons are dropped.
+  Control characters count as whitespace. Trailing semicolons are dropped.
 
 ``normalize`` is idempotent: normalizing a normalized statement returns it unchanged (for
 statements whose normalized form is within the size limit).
+
+:func:`shape_of` caches shapes in a ``functools.lru_cache`` of :data:`SHAPE_CACHE_SIZE` entries
+keyed by the full statement text, so the cache holds up to that many statement texts.
 """
 
 from __future__ import annotations
