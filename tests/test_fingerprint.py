@@ -337,6 +337,21 @@ def test_odd_inputs(garbage: str) -> None:
     assert normalize(out) == out
 
 
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        # Unbalanced brackets inside a list: not collapsed (that would add or drop a bracket).
+        ("SELECT 1 WHERE a IN((0", "SELECT ? WHERE a IN ((?"),
+        ("SELECT 1 WHERE a = ANY((1", "SELECT ? WHERE a = ANY((?"),
+        ("SELECT 1 WHERE a IN (1]", "SELECT ? WHERE a IN (?]"),
+        ("SELECT 1 WHERE a IN ((0)", "SELECT ? WHERE a IN ((?))"),
+    ],
+)
+def test_unbalanced_lists(sql: str, expected: str) -> None:
+    assert fingerprint_module._normalize(sql) == expected
+    assert normalize(expected) == expected
+
+
 def test_huge_input_is_truncated_and_fast() -> None:
     huge = "SELECT " + ", ".join(f"t.c{i}" for i in range(200_000)) + " FROM t"
     assert len(huge) > 1_000_000

@@ -412,13 +412,20 @@ def _is_placeholder_group(tokens: list[Token], *, allow_array: bool) -> bool:
     """Only placeholders, brackets, commas and casts ("?::INTEGER", "(?, ?)", "ARRAY[?]")."""
     seen_param = False
     after_cast = False
+    depth = 0  # brackets must balance, or collapsing would add or drop one
     for kind, text in tokens:
         if kind == _PARAM:
             seen_param = True
         elif kind == _CAST:
             after_cast = True
         elif kind == _PUNCT:
-            if text not in ("(", ")", "[", "]", ","):
+            if text in ("(", "["):
+                depth += 1
+            elif text in (")", "]"):
+                depth -= 1
+                if depth < 0:
+                    return False
+            elif text != ",":
                 return False
         elif kind in (_WORD, _KEYWORD, _QIDENT):
             # Type names after "::" ("TIMESTAMP WITH TIME ZONE"), and ARRAY in ANY(ARRAY[...]).
@@ -426,7 +433,7 @@ def _is_placeholder_group(tokens: list[Token], *, allow_array: bool) -> bool:
                 return False
         else:
             return False
-    return seen_param
+    return seen_param and depth == 0
 
 
 def _collapse(tokens: list[Token]) -> list[Token]:
