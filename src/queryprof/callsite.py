@@ -71,6 +71,7 @@ class _Classifier:
             self._exclude = exclude
             self.files = {}
             self.codes = {}
+            _hints.clear()
 
     def file_kind(self, filename: str) -> int:
         kind = self._file_kind(filename)
@@ -133,27 +134,77 @@ def capture(frame: FrameType | None = None) -> CallSite | None:
     The offset, not the line: computing ``f_lineno`` decodes the code's line table, which
     costs more than the whole walk. :func:`describe` turns it into a line later.
     """
-    f: FrameType | None = frame if frame is not None else sys._getframe(1)
+    return _walk(frame if frame is not None else sys._getframe(1), None)[0]
+
+
+_hints: dict[str, tuple[int, int, CodeType]] = {}
+
+
+def capture_statement(key: str, depth: int) -> CallSite | None:
+    """:func:`capture` for the per-statement path, from ``depth`` frames above the caller.
+
+    On Python 3.11+ every frame object the walk touches is created on the spot and must copy
+    its locals when its function returns: walking SQLAlchemy's dozen frames costs several
+    microseconds. So the walk remembers, per statement shape (``key``), where it found the
+    application frame (greenlet hops and depth), and next time looks there first with one
+    ``sys._getframe`` and checks that the same function is there. A different function
+    there means a different path: the full walk runs again and updates the hint.
+    """
+    hint = _hints.get(key)
+    if hint is not None:
+        hops, hinted_depth, code = hint
+        try:
+            f = _frame_at(hops, hinted_depth + (depth if hops == 0 else 0))
+        except Exception:
+            f = None
+        if f is not None and f.f_code is code:
+            return code, f.f_lasti
+    site, hops, found_depth = _walk(sys._getframe(depth), None)
+    if site is not None:
+        if len(_hints) >= _MAX_CACHED:
+            _hints.clear()
+        _hints[key] = (hops, found_depth, site[0])
+    return site
+
+
+def _frame_at(hops: int, depth: int) -> FrameType | None:
+    if hops == 0:
+        return sys._getframe(depth + 1)  # depth counts from capture_statement
+    greenlet = _current_greenlet()
+    for _ in range(hops):
+        greenlet = greenlet.parent
+    f = greenlet.gr_frame
+    for _ in range(depth):
+        f = f.f_back
+    return f  # type: ignore[no-any-return]
+
+
+def _walk(f: FrameType | None, greenlet: Any) -> tuple[CallSite | None, int, int]:
+    """The first application frame from ``f`` on, crossing into parent greenlets; with the
+    number of greenlet hops and its depth in the last greenlet's stack."""
     files = _classifier.files
-    greenlet: Any = None
+    hops = depth = 0
     for _ in range(_MAX_FRAMES):
         if f is None:
             # The top of this greenlet's stack: continue where its parent is suspended.
             if _current_greenlet is None:
-                return None
+                break
             greenlet = (_current_greenlet() if greenlet is None else greenlet).parent
             if greenlet is None:
-                return None
+                break
             f = greenlet.gr_frame
+            hops += 1
+            depth = 0
             continue
         code = f.f_code
         kind = files.get(code.co_filename)
         if kind is None:
             kind = _classifier.file_kind(code.co_filename)
         if kind == _APP or (kind == _BY_FUNCTION and _classifier.code_is_app(code)):
-            return code, f.f_lasti
+            return (code, f.f_lasti), hops, depth
         f = f.f_back
-    return None
+        depth += 1
+    return None, 0, 0
 
 
 def line_of(site: CallSite) -> int:

@@ -19,7 +19,6 @@ read.
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from queryprof import scope as _scope
 from queryprof._guard import internal_error
-from queryprof.callsite import capture as _capture_site
+from queryprof.callsite import capture_statement as _capture_site
 from queryprof.fingerprint import shape_of
 from queryprof.scope import Scope, TxnTrack, _stack, current_scopes
 
@@ -133,7 +132,7 @@ def _record(
             # Only SQLAlchemy's own setup of a new connection (server version, schema,
             # settings) runs outside a transaction: not the application's statements.
             return
-        site = _capture_site(sys._getframe(3))
+        site = _capture_site(shape.fingerprint, 4)  # 4: past _record, _profile, the listener
         if type(parameters) is tuple:
             try:
                 params_key: int | None = hash(parameters)
@@ -164,7 +163,7 @@ def _record(
             (statement, parameters, connection.engine) if duration >= slow_threshold else None,
         )
         for s in scopes:
-            if s.closed:
+            if s._closed:
                 continue
             if len(s.raw) < s.max_queries:
                 s.raw.append(record)
