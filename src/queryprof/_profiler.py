@@ -79,11 +79,13 @@ class Profiler:
 
     # -- scopes -----------------------------------------------------------------------------
 
-    def scope(self, name: str, *, kind: str = "custom") -> Scope:
+    def scope(self, name: str, *, kind: str = "custom", process_wide: bool = False) -> Scope:
         """A scope to wrap a unit of work: ``with profiler.scope("nightly-import"):``.
 
         Statements run inside count toward it and toward every scope that encloses it.
         When it closes, its findings are computed and reported (logged, exported).
+        A ``process_wide`` scope sees every statement of the process while it is open,
+        whatever thread or event loop runs it (the pytest plugin's test scope).
         """
         if not isinstance(name, str):
             raise TypeError(f"scope name must be a string, not {name!r}")
@@ -93,6 +95,7 @@ class Profiler:
             max_queries=self.settings.max_queries_per_scope,
             capture_parameters=self.settings.capture_parameters,
             on_close=self._close,
+            process_wide=process_wide,
         )
 
     def on_scope_close(self, callback: ScopeCallback) -> None:
