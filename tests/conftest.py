@@ -15,6 +15,8 @@ import pytest
 
 from queryprof import scope as scope_module
 
+pytest_plugins = ["pytester"]
+
 PG_URL = os.environ.get("QUERYPROF_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 PG_SYNC_URL = os.environ.get(
     "QUERYPROF_PG_SYNC_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

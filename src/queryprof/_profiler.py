@@ -109,6 +109,9 @@ class Profiler:
     def _close(self, scope: Scope) -> None:
         with guarded("analyze"):
             scope.findings = analyze(scope, self.settings)
+        self._report(scope)
+
+    def _report(self, scope: Scope) -> None:
         for callback in self._on_close:
             with guarded("report"):
                 callback(scope)
