@@ -10,7 +10,10 @@ Where we listen, and why (numbers from ``benchmarks/bench_capture.py``):
 * Transactions, per transaction and not per statement: the pool's ``reset`` and ``checkin``
   events (the connection going back to the pool ends its transaction, and ``reset`` says
   whether the pool had to roll it back) and the ORM Session's ``after_begin``,
-  ``after_commit`` and ``after_rollback`` (exact outcome for ORM transactions).
+  ``after_commit``, ``after_rollback`` and ``after_transaction_end`` (exact outcome for ORM
+  transactions).
+* Statements SQLAlchemy runs to set up a new connection (server version, schema) run outside
+  any transaction; the application's never do, so those are skipped.
 
 Because listeners are process-wide and deduplicated, a test's scope and an application's own
 profiler see each statement once, and a statement outside every scope costs one ContextVar
