@@ -387,3 +387,41 @@ def test_the_console_script_prints_a_fingerprint(capsys: pytest.CaptureFixture[s
     out = capsys.readouterr().out
     assert f"fingerprint: {fingerprint('select * from books where author_id = 7')}" in out
     assert "42" not in out
+
+
+# -- call sites ---------------------------------------------------------------------------------
+
+
+def _repository_get(engine: Engine, i: int) -> None:
+    with engine.connect() as conn:
+        conn.execute(select(items).where(items.c.id == i)).all()
+
+
+def _loop_through_repository(engine: Engine) -> int:
+    for i in range(6):
+        _repository_get(engine, i)
+    return _line_of_loop
+
+
+_line_of_loop = _loop_through_repository.__code__.co_firstlineno + 2
+
+
+def test_the_location_is_the_first_application_frame(engine: Engine, profiler: Profiler) -> None:
+    with profiler.scope("s") as scope:
+        _loop_through_repository(engine)
+    (finding,) = [f for f in scope.findings if f.kind == "n_plus_one"]
+    assert finding.location is not None
+    assert finding.location.endswith("in _repository_get")
+
+
+def test_callsite_exclude_skips_a_repository_layer(engine: Engine) -> None:
+    profiler = Profiler(log_findings=False, callsite_exclude=["_repository_*"])
+    profiler.instrument(engine)
+    try:
+        with profiler.scope("s") as scope:
+            line = _loop_through_repository(engine)
+    finally:
+        profiler.uninstrument()
+    (finding,) = [f for f in scope.findings if f.kind == "n_plus_one"]
+    assert finding.location == f"tests/test_core.py:{line} in _loop_through_repository"
+    assert finding.count == 6
