@@ -630,7 +630,8 @@ def test_a_committed_transaction_open_over_the_threshold_is_a_long_transaction(
         session.scalars(select(Book.id)).all()
         session.commit()
 
-    finding = only_finding(scope)
+    # Only the transaction is asserted: a loaded machine may add a slow query.
+    [finding] = findings_of(scope, "long_transaction")
     assert finding.kind == "long_transaction"
     assert finding.count == 2
     assert finding.duration >= 0.3
@@ -652,7 +653,8 @@ async def test_a_committed_async_transaction_open_over_the_threshold_is_a_long_t
         (await session.scalars(select(Book.id))).all()
         await session.commit()
 
-    finding = only_finding(scope)
+    # Only the transaction is asserted: a loaded machine may add a slow query.
+    [finding] = findings_of(scope, "long_transaction")
     assert finding.kind == "long_transaction"
     assert finding.count == 2
     assert finding.duration >= 0.3
@@ -674,7 +676,8 @@ def test_a_rolled_back_transaction_open_over_the_threshold_is_a_long_transaction
         session.scalars(select(Book.id)).all()
         session.rollback()
 
-    finding = only_finding(scope)
+    # Only the transaction is asserted: a loaded machine may add a slow query.
+    [finding] = findings_of(scope, "long_transaction")
     assert finding.kind == "long_transaction"
     assert finding.location == site.location
     [transaction] = scope.transactions
@@ -694,7 +697,8 @@ async def test_a_rolled_back_async_transaction_open_over_the_threshold_is_a_long
         (await session.scalars(select(Book.id))).all()
         await session.rollback()
 
-    finding = only_finding(scope)
+    # Only the transaction is asserted: a loaded machine may add a slow query.
+    [finding] = findings_of(scope, "long_transaction")
     assert finding.kind == "long_transaction"
     assert finding.location == site.location
     [transaction] = scope.transactions
