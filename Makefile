@@ -4,10 +4,13 @@ PYTHON ?= python3
 VENV := .venv
 VENV_SA20 := .venv-sa20
 PIP_FLAGS := --quiet --disable-pip-version-check
+# Debian's prometheus package, unpacked without root: the metrics tests run the real server.
+PROMETHEUS_DIR := .cache/prometheus
+PROMETHEUS := $(PROMETHEUS_DIR)/usr/bin/prometheus
 
-.PHONY: test lint test-sa21 test-sa20 demo bench clean
+.PHONY: test lint test-sa21 test-sa20 demo bench prometheus clean
 
-test: lint test-sa21 test-sa20
+test: prometheus lint test-sa21 test-sa20
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +40,19 @@ demo: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/bench_capture.py
+	$(VENV)/bin/python benchmarks/bench_metrics.py
+
+# The tests find the binaries here (or through QUERYPROF_PROMETHEUS, or on PATH). Where apt
+# cannot fetch the package, this warns and the Prometheus tests skip (and fail under CI=true).
+prometheus:
+	@if [ -x $(PROMETHEUS) ]; then exit 0; fi; \
+	rm -rf $(PROMETHEUS_DIR) && mkdir -p $(PROMETHEUS_DIR)/deb && \
+	if (cd $(PROMETHEUS_DIR)/deb && apt-get download prometheus) && \
+	   dpkg -x $(PROMETHEUS_DIR)/deb/prometheus_*.deb $(PROMETHEUS_DIR); then \
+	  rm -rf $(PROMETHEUS_DIR)/deb; $(PROMETHEUS) --version | head -1; \
+	else \
+	  rm -rf $(PROMETHEUS_DIR); echo "warning: could not obtain Prometheus (apt-get download prometheus)"; \
+	fi
 
 clean:
 	rm -rf $(VENV) $(VENV_SA20) .pytest_cache .mypy_cache .ruff_cache

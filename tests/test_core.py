@@ -70,6 +70,7 @@ def test_public_names_are_listed_once_and_sorted() -> None:
     assert queryprof.__all__ == sorted(queryprof.__all__)
     assert set(queryprof.__all__) == {
         "Finding",
+        "Plan",
         "Profiler",
         "Query",
         "QueryProfilerMiddleware",

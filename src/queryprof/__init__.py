@@ -9,11 +9,12 @@
 from queryprof._profiler import Profiler
 from queryprof._settings import Settings
 from queryprof.asgi import QueryProfilerMiddleware
-from queryprof.findings import Finding, Query, Transaction
+from queryprof.findings import Finding, Plan, Query, Transaction
 from queryprof.scope import Scope, allow, current_scope
 
 __all__ = [
     "Finding",
+    "Plan",
     "Profiler",
     "Query",
     "QueryProfilerMiddleware",

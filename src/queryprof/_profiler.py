@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from queryprof import callsite, capture
-from queryprof._guard import guarded
+from queryprof._guard import guarded, internal_error
 from queryprof._settings import Settings
 from queryprof.detect import analyze
 from queryprof.scope import Scope
@@ -41,6 +41,22 @@ class Profiler:
             from queryprof.export.logging import log_findings
 
             self._on_close.append(log_findings)
+        from queryprof.export.prometheus import PrometheusExporter
+
+        self._metrics = PrometheusExporter(self.settings)  # a bad registry= raises here
+        self._on_close.append(self._metrics.observe)
+        # -- EXPLAIN plans of slow queries (explain/, docs/explain.md) --------------------------
+        from queryprof.explain import Explainer
+
+        self.explainer: Explainer | None = None
+        if self.settings.enabled and self.settings.explain:
+            from queryprof.export.logging import log_findings as _log
+
+            self.explainer = Explainer(self.settings)
+            # A slow query's finding is logged once its plan is in; the others at once.
+            hold = self.explainer.hold_back
+            self._on_close = [hold(cb) if cb is _log else cb for cb in self._on_close]
+        # -- end of EXPLAIN -------------------------------------------------------------------
 
     def __repr__(self) -> str:
         state = "instrumented" if self._targets else "not instrumented"
@@ -59,6 +75,7 @@ class Profiler:
         for target in targets:
             if target not in self._targets:
                 capture.install(target)
+                self._metrics.listen_pool(target)
                 self._targets.append(target)
         with _live_lock:
             _live.add(self)
@@ -68,6 +85,7 @@ class Profiler:
         """Remove every listener this profiler added."""
         for target in self._targets:
             capture.uninstall(target)
+            self._metrics.unlisten_pool(target)
         self._targets.clear()
         with _live_lock:
             _live.discard(self)
@@ -106,15 +124,55 @@ class Profiler:
         """
         self._on_close.append(callback)
 
+    # -- metrics ----------------------------------------------------------------------------
+
+    async def metrics_endpoint(self, request: Any) -> Any:
+        """The Prometheus exposition, as a Starlette/FastAPI endpoint.
+
+        >>> app.add_route("/metrics", profiler.metrics_endpoint)
+
+        Served at exactly that path, in OpenMetrics when the ``Accept`` header asks for it
+        (exemplars), else in the text format; with ``PROMETHEUS_MULTIPROC_DIR`` set, the sum
+        of every worker. The request for it is not itself counted in the metrics.
+        """
+        return await self._metrics.endpoint(request)
+
     def _close(self, scope: Scope) -> None:
         with guarded("analyze"):
             scope.findings = analyze(scope, self.settings)
+        if self.explainer is not None:  # slow queries' plans, obtained off the request path
+            with guarded("explain"):
+                self.explainer.submit(scope)
         self._report(scope)
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every pending EXPLAIN plan is in and its finding logged.
+
+        >>> await profiler.flush()       # in tests and demos: deterministic plans and logs
+
+        Returns False if ``timeout`` seconds passed first. Every plan is bounded by
+        ``explain_timeout`` anyway, so without a timeout this still returns.
+        """
+        if self.explainer is None:
+            return True
+        return await self.explainer.flush(timeout)
+
+    def flush_sync(self, timeout: float | None = None) -> bool:
+        """:meth:`flush` for sync code (a script, a ``TestClient`` test).
+
+        Not from inside a running event loop whose async engine has plans pending: those
+        plans are obtained on that loop. Use ``await profiler.flush()`` there.
+        """
+        if self.explainer is None:
+            return True
+        return self.explainer.flush_sync(timeout)
 
     def _report(self, scope: Scope) -> None:
         for callback in self._on_close:
-            with guarded("report"):
+            try:  # not guarded(): a context manager costs ~2 us per request here
                 callback(scope)
+            except Exception as exc:
+                internal_error("report", exc)
 
 
 def _apply_process_settings() -> None:

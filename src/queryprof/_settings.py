@@ -27,6 +27,11 @@ class Settings:
     long_transaction_threshold: float = 2.0
     explain: bool = True
     explain_analyze: bool = False
+    explain_timeout: float = 5.0
+    explain_window: float = 300.0
+    explain_sample_rate: float = 1.0
+    explain_queue_size: int = 100
+    explain_concurrency: int = 2
     capture_parameters: bool = False
     server_timing: bool = False
     registry: Any = None
@@ -48,6 +53,11 @@ class Settings:
         _check_count(self, "max_queries_per_scope", minimum=1)
         _check_seconds(self, "slow_query_threshold")
         _check_seconds(self, "long_transaction_threshold")
+        _check_seconds(self, "explain_timeout")
+        _check_seconds(self, "explain_window")
+        _check_count(self, "explain_queue_size", minimum=1)
+        _check_count(self, "explain_concurrency", minimum=1)
+        _check_rate(self, "explain_sample_rate")
         if self.opentelemetry not in ("auto", True, False):
             raise ValueError(
                 f"opentelemetry must be True, False or 'auto', not {self.opentelemetry!r}"
@@ -107,6 +117,15 @@ def _check_seconds(settings: Settings, name: str) -> None:
         raise TypeError(f"{name} must be a number of seconds, not {value!r}")
     if not value > 0 or value != value or value == float("inf"):
         raise ValueError(f"{name} must be a positive, finite number of seconds, not {value!r}")
+    object.__setattr__(settings, name, float(value))
+
+
+def _check_rate(settings: Settings, name: str) -> None:
+    value = getattr(settings, name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number between 0 and 1, not {value!r}")
+    if not 0 < value <= 1:
+        raise ValueError(f"{name} must be more than 0 and at most 1, not {value!r}")
     object.__setattr__(settings, name, float(value))
 
 

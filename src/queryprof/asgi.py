@@ -100,6 +100,10 @@ def route_template(scope: ASGIScope, root_path: str = "", app: Any = None) -> st
 
     route = scope.get("route")
     mounted = scope.get("root_path", "")[len(root_path) :]
+    if route is None and not mounted and app is not None:
+        # FastAPI's router leaves no scope["route"] for the plain Starlette routes it holds
+        # (app.add_route): find the route that matched, as the router did.
+        route = _matched(app, {**scope, "root_path": root_path})
     if route is not None and not isinstance(route, Mount):
         methods = getattr(route, "methods", None)
         if methods and scope.get("method") not in methods:
@@ -123,6 +127,15 @@ def route_template(scope: ASGIScope, root_path: str = "", app: Any = None) -> st
     if innermost is None or getattr(innermost, "routes", None):
         return UNMATCHED
     return prefix + "/{path}"
+
+
+def _matched(app: Any, scope: ASGIScope) -> Any:
+    from starlette.routing import Match
+
+    for candidate in getattr(getattr(app, "router", app), "routes", None) or ():
+        if candidate.matches(scope)[0] is Match.FULL:
+            return candidate
+    return None
 
 
 def _mounts(app: Any, scope: ASGIScope, root_path: str, mounted: str) -> tuple[str, Any]:

@@ -31,6 +31,50 @@ def format_ms(seconds: float) -> str:
     return f"{ms:.1f} ms" if ms < 10_000 else f"{seconds:.1f} s"
 
 
+PlanStatus = Literal["ok", "error", "unavailable", "skipped"]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The database's plan for a slow query, and what to do about it (``finding.plan``).
+
+    ``status`` is ``"ok"`` (the plan is in), ``"error"`` (EXPLAIN failed or timed out),
+    ``"unavailable"`` (this dialect or statement cannot be explained) or ``"skipped"`` (not
+    sampled, or the EXPLAIN queue was full); ``error`` says why when it is not ``"ok"``.
+    ``raw`` is the database's own output (JSON on PostgreSQL and MySQL/MariaDB, the
+    ``EXPLAIN QUERY PLAN`` rows on SQLite), ``text`` a compact tree for people and ``hints``
+    plain sentences naming tables and columns, most useful first. Unless
+    ``capture_parameters=True``, literal values in ``raw`` and ``text`` are masked as ``?``.
+    """
+
+    dialect: str
+    status: PlanStatus = "ok"
+    raw: Any = None
+    text: str = ""
+    hints: tuple[str, ...] = ()
+    analyzed: bool = False
+    error: str | None = None
+    duration: float = 0.0
+
+    def __str__(self) -> str:
+        if self.status != "ok":
+            return f"no plan ({self.status}): {self.error}"
+        return self.hints[0] if self.hints else self.text.partition("\n")[0]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (JSON-ready: ``raw`` is already JSON-like)."""
+        return {
+            "dialect": self.dialect,
+            "status": self.status,
+            "raw": self.raw,
+            "text": self.text,
+            "hints": list(self.hints),
+            "analyzed": self.analyzed,
+            "error": self.error,
+            "duration": self.duration,
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
     """One problem found in a scope, with where it comes from and how to fix it.
@@ -39,6 +83,7 @@ class Finding:
     16-hex-character hash, stable across processes. ``location`` is the application frame
     behind it (``"app/routes.py:42 in list_authors"``), ``relationship`` the ORM relationship
     whose lazy load caused it (``"Author.books"``) and ``suggestion`` the concrete fix.
+    A slow query's ``plan`` is its EXPLAIN :class:`Plan`, filled in off the request path.
     """
 
     kind: FindingKind
@@ -49,7 +94,7 @@ class Finding:
     location: str | None = None
     relationship: str | None = None
     suggestion: str | None = None
-    plan: Any = None
+    plan: Plan | None = None
     detail: str | None = None
     scope: str | None = None
 
@@ -73,6 +118,11 @@ class Finding:
             parts.append(f"lazy load of {self.relationship}")
         if self.suggestion:
             parts.append(f"fix: {self.suggestion}")
+        if isinstance(self.plan, Plan):
+            if self.plan.hints:
+                parts.append(f"plan: {self.plan.hints[0]}")
+            elif self.plan.status == "error":
+                parts.append(f"no plan: {self.plan.error}")
         return "; ".join(parts)
 
     def as_dict(self) -> dict[str, Any]:
