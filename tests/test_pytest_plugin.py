@@ -29,7 +29,7 @@ import pytest
 import sqlalchemy.dialects.postgresql.asyncpg
 import sqlalchemy.dialects.postgresql.psycopg
 import sqlalchemy.dialects.sqlite.aiosqlite  # noqa: F401
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 import queryprof
@@ -123,16 +123,35 @@ def test_authors(client):
 def plugin_pg_url() -> Iterator[str]:
     """A PostgreSQL database of this test session's own: inner runs drop and seed its tables."""
     require_server(PG_URL)
-    name = f"queryprof_plugin_{os.getpid()}_{secrets.token_hex(4)}"
+    name = f"{PLUGIN_DATABASES}{os.getpid()}_{secrets.token_hex(4)}"
     admin = create_engine(PG_SYNC_URL, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
+            _drop_orphans(conn)
             conn.execute(text(f'CREATE DATABASE "{name}"'))
         yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
         admin.dispose()
+
+
+PLUGIN_DATABASES = "queryprof_plugin_"  # + the pid of the session that made it + a suffix
+
+
+def _drop_orphans(conn: Connection) -> None:
+    """Drop the databases of sessions that died before they could (a crash, a kill -9)."""
+    query = text("SELECT datname FROM pg_database WHERE datname LIKE :prefix")
+    for (name,) in conn.execute(query, {"prefix": PLUGIN_DATABASES + "%"}).all():
+        pid = name[len(PLUGIN_DATABASES) :].split("_")[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        except PermissionError:
+            pass  # alive, someone else's
 
 
 @pytest.fixture

@@ -197,6 +197,8 @@ class Scope:
     # -- opening and closing --------------------------------------------------------------
 
     def open(self) -> Scope:
+        self._start = time.perf_counter()
+        self.started_at = time.time()
         if self._process_wide:
             global process_scopes
             with _process_lock:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Iterable
 from fnmatch import fnmatchcase
+from types import CodeType
 from typing import TypeVar
 
 from queryprof._settings import Settings
@@ -36,7 +38,9 @@ def common_site(records: Iterable[Record]) -> str | None:
     return sites.most_common(1)[0][0]
 
 
-_locations: dict[tuple[int, int], str | None] = {}
+# (id(code), offset) -> (code, cwd, location): the code object is kept so its id cannot be
+# reused, and the cwd because paths are shown relative to it.
+_locations: dict[tuple[int, int], tuple[CodeType, str, str | None]] = {}
 
 
 def location(record: Record) -> str | None:
@@ -45,12 +49,14 @@ def location(record: Record) -> str | None:
     if site is None:
         return None
     key = (id(site[0]), site[1])  # hashing a code object hashes its contents: use its id
-    found = _locations.get(key)
-    if found is None:
-        found = describe(site)
-        if len(_locations) >= 10_000:
-            _locations.clear()
-        _locations[key] = found
+    cwd = os.getcwd()
+    entry = _locations.get(key)
+    if entry is not None and entry[0] is site[0] and entry[1] == cwd:
+        return entry[2]
+    found = describe(site)
+    if len(_locations) >= 10_000:
+        _locations.clear()
+    _locations[key] = (site[0], cwd, found)
     return found
 
 
