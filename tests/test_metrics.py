@@ -792,17 +792,24 @@ def test_one_scrape_sums_every_uvicorn_worker(tmp_path: Path) -> None:
                 pids[pid] = pids.get(pid, 0) + 1
                 requests += 1
                 statements += n
-            exposition = client.get("/metrics").text
+            # A request's scope closes (and its metrics are written) just after its response
+            # is sent, so the last request may still be closing in the other worker.
+            route = frozenset({("http_route", "/queries/{n}"), ("http_request_method", "GET")})
+            deadline = time.monotonic() + 10
+            while True:
+                samples = {
+                    (sample.name, frozenset(sample.labels.items())): sample.value
+                    for family in text_string_to_metric_families(client.get("/metrics").text)
+                    for sample in family.samples
+                }
+                count = samples.get(("queryprof_http_request_queries_count", route))
+                if count == requests or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
     finally:
         server.terminate()  # uvicorn's supervisor stops its workers
         server.wait(20)
 
-    samples = {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(exposition)
-        for sample in family.samples
-    }
-    route = frozenset({("http_route", "/queries/{n}"), ("http_request_method", "GET")})
     assert samples[("queryprof_http_request_queries_count", route)] == requests
     assert samples[("queryprof_http_request_queries_sum", route)] == statements
     # Each worker holds one idle connection (StaticPool): livesum adds the workers up.
