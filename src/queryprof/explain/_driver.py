@@ -70,3 +70,11 @@ def run(dialect: Any, cursor: Any, text: str, *values: Any) -> None:
     else:  # qmark, format
         marks = ["?" if style == "qmark" else "%s"] * len(values)
     dialect.do_execute(cursor, text.format(*marks), tuple(values), None)
+
+
+def dbapi_of(connection: Any) -> Any:
+    """The connection's own DBAPI connection, for cursors that :func:`replay` uses."""
+    dbapi = connection.connection.dbapi_connection
+    if dbapi is None:
+        raise RuntimeError("the connection was closed before the EXPLAIN could run")
+    return dbapi

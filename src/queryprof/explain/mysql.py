@@ -17,7 +17,7 @@ from typing import Any, Final
 from sqlalchemy.engine import Connection
 
 from queryprof.explain import _sql, hints
-from queryprof.explain._driver import Request, replay, run
+from queryprof.explain._driver import Request, dbapi_of, replay, run
 from queryprof.explain.redact import mask_plan
 from queryprof.findings import Plan
 
@@ -45,8 +45,7 @@ def explain(connection: Connection, request: Request) -> Plan:
         limits = f"max_statement_time={request.timeout:.3f}, "
         limits += f"lock_wait_timeout={max(1, math.ceil(request.timeout))}"
         prefix = f"SET STATEMENT {limits} FOR {prefix}"
-    dbapi = connection.connection.dbapi_connection
-    assert dbapi is not None
+    dbapi = dbapi_of(connection)
     cursor = dbapi.cursor()
     try:
         # READ ONLY where the statement runs; MariaDB refuses even to plan a write in one.

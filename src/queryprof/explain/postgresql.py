@@ -15,7 +15,7 @@ from typing import Any, Final
 from sqlalchemy.engine import Connection
 
 from queryprof.explain import _sql, hints
-from queryprof.explain._driver import Request, replay, run
+from queryprof.explain._driver import Request, dbapi_of, replay, run
 from queryprof.explain.redact import mask_plan
 from queryprof.findings import Plan
 
@@ -43,8 +43,7 @@ Node = dict[str, Any]
 
 def explain(connection: Connection, request: Request) -> Plan:
     dialect = connection.dialect
-    dbapi = connection.connection.dbapi_connection
-    assert dbapi is not None
+    dbapi = dbapi_of(connection)
     cursor = dbapi.cursor()
     try:
         run(dialect, cursor, "SET TRANSACTION READ ONLY")

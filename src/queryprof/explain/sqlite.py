@@ -16,7 +16,7 @@ from typing import Any, Final
 from sqlalchemy.engine import Connection
 
 from queryprof.explain import _sql, hints
-from queryprof.explain._driver import Request, replay, run
+from queryprof.explain._driver import Request, dbapi_of, replay, run
 from queryprof.explain.redact import mask_literals
 from queryprof.findings import Plan
 
@@ -31,8 +31,7 @@ Row = dict[str, Any]
 
 def explain(connection: Connection, request: Request) -> Plan:
     dialect = connection.dialect
-    dbapi = connection.connection.dbapi_connection
-    assert dbapi is not None
+    dbapi = dbapi_of(connection)
     cursor = dbapi.cursor()
     try:
         replay(dialect, cursor, "EXPLAIN QUERY PLAN ", request)
