@@ -5,8 +5,9 @@
 SQLite in memory, so the database does as little as possible and the profiler's own cost
 shows. Two statements: a Core ``SELECT`` by primary key on a Connection and an ORM
 ``select()`` of one entity through a Session. Each round times the same statements bare,
-instrumented outside any scope, and instrumented inside a scope, interleaved so machine noise
-hits all alike; the medians of the rounds are printed with the difference per statement.
+with ``enabled=False``, instrumented outside any scope, inside a scope, and inside a scope
+left out by ``sample_rate`` (no call site), interleaved so machine noise hits all alike; the
+medians of the rounds are printed with the difference per statement.
 Targets: at most 5 us added per Core statement, at most 5% per ORM statement.
 """
 
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from sqlalchemy import Integer, String, create_engine, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from queryprof import Profiler
+from queryprof import Profiler, Scope
 
 
 class Base(DeclarativeBase):
@@ -66,18 +67,24 @@ def main() -> None:
             session.expunge_all()
 
     profiler = Profiler(log_findings=False, n_plus_one_threshold=10**9, duplicate_threshold=10**9)
-    results: dict[str, dict[str, list[float]]] = {
-        name: {"bare": [], "outside a scope": [], "in a scope": []} for name in ("core", "orm")
-    }
+    disabled = Profiler(enabled=False)
+    configs = ("bare", "enabled=False", "outside a scope", "in a scope", "unsampled scope")
+    results = {name: {config: list[float]() for config in configs} for name in ("core", "orm")}
     core(500)
     orm(500)
     for _ in range(args.rounds):
         for name, run in (("core", core), ("orm", orm)):
             results[name]["bare"].append(per_statement(run, args.statements))
+            disabled.instrument()  # attaches nothing
+            results[name]["enabled=False"].append(per_statement(run, args.statements))
+            disabled.uninstrument()
             profiler.instrument()
             results[name]["outside a scope"].append(per_statement(run, args.statements))
             with profiler.scope("bench"):
                 results[name]["in a scope"].append(per_statement(run, args.statements))
+            # What profiler.scope() makes under sample_rate < 1 when the draw says no.
+            with Scope("bench", sample_rate=0.0):
+                results[name]["unsampled scope"].append(per_statement(run, args.statements))
             profiler.uninstrument()
 
     print(f"{args.rounds} rounds x {args.statements} statements, medians, SQLite in memory")

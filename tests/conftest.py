@@ -9,9 +9,19 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import pytest
+from opentelemetry import trace
+from opentelemetry._logs import _internal as logs_internal
+from opentelemetry.context import Context
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 
 from queryprof import scope as scope_module
 
@@ -67,3 +77,57 @@ def _no_leftover_scopes(request: pytest.FixtureRequest) -> Iterator[None]:
     assert scope_module.process_scopes in ((), (own,))
     yield
     assert scope_module.process_scopes == ()
+
+
+# --------------------------------------------------------------------------- OpenTelemetry
+
+
+class Balance(SpanProcessor):
+    """Counts spans started and ended: every test ends with none left open."""
+
+    def __init__(self) -> None:
+        self.open: dict[int, str] = {}
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        self.open[span.context.span_id] = span.name
+
+    def on_end(self, span: ReadableSpan) -> None:
+        assert span.context is not None
+        self.open.pop(span.context.span_id, None)
+
+
+@dataclass
+class Telemetry:
+    spans: InMemorySpanExporter
+    logs: InMemoryLogRecordExporter
+    tracer_provider: TracerProvider
+
+    def finished(self) -> list[ReadableSpan]:
+        return list(self.spans.get_finished_spans())
+
+    def server_span(self) -> ReadableSpan:
+        servers = [s for s in self.finished() if s.kind is SpanKind.SERVER]
+        assert len(servers) == 1, [s.name for s in servers]
+        return servers[0]
+
+
+@pytest.fixture
+def otel() -> Iterator[Telemetry]:
+    """The SDK with in-memory exporters as the global tracer and logger providers."""
+    spans, logs = InMemorySpanExporter(), InMemoryLogRecordExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    balance = Balance()
+    tracer_provider.add_span_processor(balance)
+    logger_provider = LoggerProvider()
+    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(logs))
+    saved = trace._TRACER_PROVIDER, logs_internal._LOGGER_PROVIDER
+    trace._TRACER_PROVIDER = tracer_provider
+    logs_internal._LOGGER_PROVIDER = logger_provider
+    try:
+        yield Telemetry(spans, logs, tracer_provider)
+        assert not balance.open, f"spans never ended: {sorted(balance.open.values())}"
+    finally:
+        trace._TRACER_PROVIDER, logs_internal._LOGGER_PROVIDER = saved
+        tracer_provider.shutdown()
+        logger_provider.shutdown()

@@ -6,7 +6,7 @@ Importing this module has no side effects; ``examples.blog.main`` holds a ready-
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -17,6 +17,8 @@ from examples.blog.routes import authors, posts, reports
 from examples.blog.seed import create_schema, seed_if_empty
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     import queryprof
 
 
@@ -25,12 +27,15 @@ def create_app(
     *,
     profiler: queryprof.Profiler | None = None,
     seed_authors: int = 20,
+    on_engine: Callable[[AsyncEngine], object] | None = None,
 ) -> FastAPI:
     """Build the blog app.
 
     ``database_url`` defaults to ``$DATABASE_URL``, else an in-memory SQLite database.
     With a ``profiler``, the engine is instrumented, the middleware installed and, if the
-    profiler has one, its metrics endpoint mounted on ``/metrics``.
+    profiler has one, its metrics endpoint mounted on ``/metrics``. ``on_engine`` is
+    called with the engine as soon as it exists, before any statement runs: the hook for
+    other instrumentation (``benchmarks/bench_load.py`` puts OpenTelemetry's there).
     """
     url = resolve_database_url(database_url)
 
@@ -39,6 +44,8 @@ def create_app(
         engine = create_engine(url)
         if profiler is not None:
             profiler.instrument(engine)
+        if on_engine is not None:
+            on_engine(engine)
         app.state.engine = engine
         app.state.session_factory = create_session_factory(engine)
         try:

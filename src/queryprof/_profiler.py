@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 
@@ -14,6 +14,9 @@ from queryprof._guard import guarded, internal_error
 from queryprof._settings import Settings
 from queryprof.detect import analyze
 from queryprof.scope import Scope
+
+if TYPE_CHECKING:
+    from queryprof.export.otel import OpenTelemetryExporter
 
 ScopeCallback = Callable[[Scope], None]
 
@@ -37,26 +40,24 @@ class Profiler:
         self.settings = Settings.from_environment(**settings)
         self._targets: list[Any] = []
         self._on_close: list[ScopeCallback] = []
-        if self.settings.log_findings:
-            from queryprof.export.logging import log_findings
-
-            self._on_close.append(log_findings)
         from queryprof.export.prometheus import PrometheusExporter
 
         self._metrics = PrometheusExporter(self.settings)  # a bad registry= raises here
-        self._on_close.append(self._metrics.observe)
+        self._otel = _opentelemetry(self.settings)
         # -- EXPLAIN plans of slow queries (explain/, docs/explain.md) --------------------------
         from queryprof.explain import Explainer
 
         self.explainer: Explainer | None = None
         if self.settings.enabled and self.settings.explain:
-            from queryprof.export.logging import log_findings as _log
-
             self.explainer = Explainer(self.settings)
-            # A slow query's finding is logged once its plan is in; the others at once.
-            hold = self.explainer.hold_back
-            self._on_close = [hold(cb) if cb is _log else cb for cb in self._on_close]
-        # -- end of EXPLAIN -------------------------------------------------------------------
+        # Findings go out as soon as they are known; a slow query's once its plan is in.
+        if self.settings.log_findings:
+            from queryprof.export.logging import log_findings
+
+            self._on_close.append(self._when_planned(log_findings))
+        self._on_close.append(self._metrics.observe)
+        if self._otel is not None:
+            self._on_close.append(self._when_planned(self._otel.scope_closed))
 
     def __repr__(self) -> str:
         state = "instrumented" if self._targets else "not instrumented"
@@ -114,6 +115,7 @@ class Profiler:
             capture_parameters=self.settings.capture_parameters,
             on_close=self._close,
             process_wide=process_wide,
+            sample_rate=self.settings.sample_rate,
         )
 
     def on_scope_close(self, callback: ScopeCallback) -> None:
@@ -137,9 +139,24 @@ class Profiler:
         """
         return await self._metrics.endpoint(request)
 
+    def _when_planned(self, callback: ScopeCallback) -> ScopeCallback:
+        return callback if self.explainer is None else self.explainer.hold_back(callback)
+
+    def _response_ending(self, scope: Scope) -> None:
+        """The middleware is about to send a traced request's last response chunk."""
+        if self._otel is None:
+            return
+        findings = analyze(scope, self.settings)
+        scope.attributes[_EARLY_ANALYSIS] = (_analysis_input(scope), findings)
+        self._otel.response_ending(scope, findings)
+
     def _close(self, scope: Scope) -> None:
         with guarded("analyze"):
-            scope.findings = analyze(scope, self.settings)
+            early = scope.attributes.pop(_EARLY_ANALYSIS, None)
+            if early is not None and early[0] is not None and early[0] == _analysis_input(scope):
+                scope.findings = early[1]  # nothing happened since the response ended
+            else:
+                scope.findings = analyze(scope, self.settings)
         if self.explainer is not None:  # slow queries' plans, obtained off the request path
             with guarded("explain"):
                 self.explainer.submit(scope)
@@ -175,6 +192,33 @@ class Profiler:
                 internal_error("report", exc)
 
 
+_EARLY_ANALYSIS = "queryprof.early_analysis"  # in scope.attributes
+
+
+def _analysis_input(scope: Scope) -> tuple[Any, ...] | None:
+    """What the findings depend on; None while a transaction is open (its length grows)."""
+    txns = scope.txns.values()
+    if any(t.end is None for t in txns):
+        return None
+    return (scope.query_count, tuple((t.outcome, t.pool_reset) for t in txns))
+
+
+def _opentelemetry(settings: Settings) -> OpenTelemetryExporter | None:
+    """The OpenTelemetry exporter, or None when it is off (or "auto" and not installed)."""
+    if not settings.enabled or settings.opentelemetry is False:
+        return None
+    try:
+        from queryprof.export.otel import OpenTelemetryExporter
+    except ImportError as exc:
+        if settings.opentelemetry is True:
+            raise ImportError(
+                "opentelemetry=True needs the OpenTelemetry API and SDK: "
+                "pip install 'queryprof[otel]' (or pass opentelemetry='auto')"
+            ) from exc
+        return None
+    return OpenTelemetryExporter(settings)
+
+
 def _apply_process_settings() -> None:
     """Listeners are shared by every profiler: give them the union of what profilers ask."""
     with _live_lock:
@@ -186,3 +230,9 @@ def _apply_process_settings() -> None:
     capture.slow_threshold = min(
         (pr.settings.slow_query_threshold for pr in profilers), default=float("inf")
     )
+    capture.route_tags = any(pr.settings.sql_route_tags for pr in profilers)
+    capture.tag_query_span = None
+    if any(pr._otel is not None for pr in profilers):
+        from queryprof.export.otel import tag_query_span
+
+        capture.tag_query_span = tag_query_span

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 OpenTelemetryMode = Literal["auto"] | bool
+FindingsOutput = Literal["span", "log", "both"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -32,10 +33,13 @@ class Settings:
     explain_sample_rate: float = 1.0
     explain_queue_size: int = 100
     explain_concurrency: int = 2
+    sample_rate: float = 1.0
     capture_parameters: bool = False
     server_timing: bool = False
     registry: Any = None
     opentelemetry: OpenTelemetryMode = "auto"
+    opentelemetry_findings: FindingsOutput = "span"
+    sql_route_tags: bool = False
     max_queries_per_scope: int = 10_000
     log_findings: bool = True
     callsite_include: tuple[str, ...] = ()
@@ -46,7 +50,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         _check_bool(self, "enabled", "explain", "explain_analyze", "capture_parameters")
-        _check_bool(self, "server_timing", "log_findings")
+        _check_bool(self, "server_timing", "log_findings", "sql_route_tags")
         _check_count(self, "n_plus_one_threshold", minimum=2)
         _check_count(self, "duplicate_threshold", minimum=2)
         _check_count(self, "repeated_write_threshold", minimum=2)
@@ -58,9 +62,15 @@ class Settings:
         _check_count(self, "explain_queue_size", minimum=1)
         _check_count(self, "explain_concurrency", minimum=1)
         _check_rate(self, "explain_sample_rate")
+        _check_rate(self, "sample_rate", zero=True)
         if self.opentelemetry not in ("auto", True, False):
             raise ValueError(
                 f"opentelemetry must be True, False or 'auto', not {self.opentelemetry!r}"
+            )
+        if self.opentelemetry_findings not in ("span", "log", "both"):
+            raise ValueError(
+                "opentelemetry_findings must be 'span' (span events), 'log' (log events) or "
+                f"'both', not {self.opentelemetry_findings!r}"
             )
         for name in ("callsite_include", "callsite_exclude", "allow_locations"):
             object.__setattr__(self, name, _strings(name, getattr(self, name)))
@@ -120,12 +130,13 @@ def _check_seconds(settings: Settings, name: str) -> None:
     object.__setattr__(settings, name, float(value))
 
 
-def _check_rate(settings: Settings, name: str) -> None:
+def _check_rate(settings: Settings, name: str, *, zero: bool = False) -> None:
     value = getattr(settings, name)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{name} must be a number between 0 and 1, not {value!r}")
-    if not 0 < value <= 1:
-        raise ValueError(f"{name} must be more than 0 and at most 1, not {value!r}")
+    if not (0 <= value <= 1 if zero else 0 < value <= 1):
+        lowest = "at least 0" if zero else "more than 0"
+        raise ValueError(f"{name} must be {lowest} and at most 1, not {value!r}")
     object.__setattr__(settings, name, float(value))
 
 

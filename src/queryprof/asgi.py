@@ -6,6 +6,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from queryprof._guard import guarded, internal_error
+from queryprof.capture import ROUTE_COMMENT
+from queryprof.sqlcomment import route_comment
 
 if TYPE_CHECKING:
     from queryprof._profiler import Profiler
@@ -22,6 +24,7 @@ METHODS = frozenset(
     ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "QUERY")
 )
 _FASTAPI_ROUTE_CONTEXT = "effective_route_context"  # FastAPI >= 0.137
+SPAN = "queryprof.otel.span"  # in the request scope's attributes: its OpenTelemetry span
 
 
 class QueryProfilerMiddleware:
@@ -46,18 +49,27 @@ class QueryProfilerMiddleware:
             await self.app(scope, receive, send)
             return
         server_timing = self.profiler.settings.server_timing
+        traced = SPAN in request.attributes
         entry = (scope.get("root_path", ""), scope.get("app"))
+        trailers = False
 
-        async def send_with_timing(message: Message) -> None:
-            if message["type"] == "http.response.start":
+        async def send_wrapper(message: Message) -> None:
+            nonlocal trailers
+            kind = message["type"]
+            if kind == "http.response.start":
+                trailers = message.get("trailers", False)
                 with guarded("response start"):
                     _name(request, scope, *entry)
                     if server_timing:
                         message["headers"] = [*message.get("headers", ()), _timing(request)]
+            elif traced and _last_chunk(kind, message, trailers):
+                # FastAPI's own telemetry ends the request's span once this chunk is sent.
+                with guarded("response end"):
+                    self.profiler._response_ending(request)
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_timing)
+            await self.app(scope, receive, send_wrapper)
         finally:
             with guarded("request end"):
                 _name(request, scope, *entry)
@@ -71,10 +83,42 @@ def _open(profiler: Profiler, scope: ASGIScope) -> Scope | None:
         request = profiler.scope(f"{method} {UNMATCHED}", kind="http")
         request.method = method
         request.route = UNMATCHED
+        if profiler._otel is not None:
+            span = profiler._otel.request_span()
+            if span is not None:
+                request.attributes[SPAN] = span
+        if profiler.settings.sql_route_tags:
+            entry = (scope.get("root_path", ""), scope.get("app"))
+            request.attributes[ROUTE_COMMENT] = _RouteComment(scope, *entry)
         return request.open()
     except Exception as exc:
         internal_error("request start", exc)
         return None
+
+
+def _last_chunk(kind: str, message: Message, trailers: bool) -> bool:
+    if kind == "http.response.body":
+        return not message.get("more_body", False) and not trailers
+    if kind == "http.response.trailers":
+        return not message.get("more_trailers", False)
+    return kind == "http.response.pathsend"
+
+
+class _RouteComment:
+    """The request's route tag for SQL (``sql_route_tags``), once the router has matched."""
+
+    __slots__ = ("app", "comment", "root_path", "scope")
+
+    def __init__(self, scope: ASGIScope, root_path: str, app: Any) -> None:
+        self.scope, self.root_path, self.app = scope, root_path, app
+        self.comment: str | None = None
+
+    def __call__(self) -> str | None:
+        if self.comment is None:
+            route = route_template(self.scope, self.root_path, self.app)
+            if route != UNMATCHED:
+                self.comment = route_comment(route)
+        return self.comment
 
 
 def _timing(request: Scope) -> tuple[bytes, bytes]:

@@ -32,6 +32,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from queryprof import scope as _scope
+from queryprof import sqlcomment
 from queryprof._guard import internal_error
 from queryprof.callsite import capture_statement as _capture_site
 from queryprof.fingerprint import shape_of
@@ -39,12 +40,19 @@ from queryprof.scope import Scope, TxnTrack, _stack, current_scopes
 
 _perf_counter = time.perf_counter
 _NO_PARAMS = object()
+# In a scope's attributes (the middleware's request scope with sql_route_tags=True): a
+# callable giving the route's comment, or None until the router has matched the request.
+ROUTE_COMMENT = "queryprof.route_comment"
 
 _lock = threading.RLock()
 _installed: dict[Any, int] = {}  # listened target -> how many profilers asked for it
 _session_refs = 0
 capture_parameters = False  # keep parameter values: set while a profiler asks for them
 slow_threshold = float("inf")  # the lowest slow_query_threshold of the live profilers
+route_tags = False  # sql_route_tags: set while a profiler tags statements with their route
+# While a profiler has OpenTelemetry on: export.otel.tag_query_span, which puts the
+# fingerprint on opentelemetry-instrumentation-sqlalchemy's span of the statement.
+tag_query_span: Callable[[Any, str], None] | None = None
 
 
 def _params_key(parameters: Any) -> int | None:
@@ -92,12 +100,15 @@ def _profile(
     shape = shape_of(statement)
     if shape.is_control:
         return False  # BEGIN/COMMIT/SAVEPOINT...: not a query; SQLAlchemy runs it as usual
+    sent = statement
+    if route_tags or tag_query_span is not None:
+        sent = _integrations(statement, shape, context, frame)
     start = _perf_counter()
     try:
         if parameters is _NO_PARAMS:
-            execute(cursor, statement, context)
+            execute(cursor, sent, context)
         else:
-            execute(cursor, statement, parameters, context)
+            execute(cursor, sent, parameters, context)
     except BaseException as exc:
         _record(
             shape, statement, start, cursor, parameters, context, frame, many, type(exc).__name__
@@ -105,6 +116,22 @@ def _profile(
         raise
     _record(shape, statement, start, cursor, parameters, context, frame, many, None)
     return True
+
+
+def _integrations(statement: str, shape: Any, context: Any, frame: _scope.StackFrame | None) -> str:
+    """The opt-in extras: the route tag on the statement, the fingerprint on its span."""
+    try:
+        if tag_query_span is not None:
+            tag_query_span(context, shape.fingerprint)
+        if route_tags and frame is not None:
+            for s in reversed(frame[0]):
+                resolve = s.attributes.get(ROUTE_COMMENT)
+                if resolve is not None:
+                    comment = resolve()
+                    return statement if comment is None else sqlcomment.tag(statement, comment)
+    except Exception as exc:
+        internal_error("statement integrations", exc)
+    return statement
 
 
 def _record(
@@ -135,7 +162,12 @@ def _record(
             # Only SQLAlchemy's own setup of a new connection (server version, schema,
             # settings) runs outside a transaction: not the application's statements.
             return
-        site = _capture_site(shape.fingerprint, 4)  # 4: past _record, _profile, the listener
+        # The call-site walk is the costliest part of a statement: only for sampled scopes.
+        site = None
+        for s in scopes:
+            if s.sampled:
+                site = _capture_site(shape.fingerprint, 4)  # 4: past _record, _profile, listener
+                break
         if type(parameters) is tuple:
             try:
                 params_key: int | None = hash(parameters)
@@ -243,6 +275,10 @@ def _on_checkin(dbapi_connection: Any, record: Any) -> None:
         now = _perf_counter()
         for track in _tracks_of(record.info):
             track.end = now
+            if dbapi_connection is None:
+                # Invalidated (its rollback failed or was cancelled, or it was lost): the
+                # server rolls the transaction back, whatever else was seen.
+                track.pool_reset = True
     except Exception as exc:
         internal_error("pool checkin", exc)
 

@@ -50,8 +50,20 @@ Normalization rules (the output of :func:`normalize`):
 ``normalize`` is idempotent: normalizing a normalized statement returns it unchanged (for
 statements whose normalized form is within the size limit).
 
-:func:`shape_of` caches shapes in a ``functools.lru_cache`` of :data:`SHAPE_CACHE_SIZE` entries
-keyed by the full statement text, so the cache holds up to that many statement texts.
+:func:`shape_of` caches shapes, so that the tokenizer runs once per distinct statement text. Its
+memory is bounded whatever the application sends:
+
+* a text of up to :data:`MAX_KEYED_CHARS` (4 KiB) characters is its own key, in an LRU cache of
+  :data:`SHAPE_CACHE_SIZE` (4096) entries;
+* a longer text is keyed by a 16-byte digest of the part that is tokenized (its first
+  :data:`MAX_INPUT_CHARS`), in an LRU cache of :data:`LONG_SHAPE_CACHE_SIZE` (256) entries: a
+  1 MB statement is never kept, and its second run costs a digest, not a tokenization;
+* the shape text a :class:`Shape` keeps (``Shape.sql``, which findings, records and log lines
+  carry) is cut to :data:`MAX_SHAPE_CHARS` (4 KiB) characters, ending in `` ...``. The
+  fingerprint is computed before the cut, so it still tells long shapes apart.
+
+So the caches hold at most about 4096 x 8 KiB + 256 x 4 KiB of text (33 MiB), and in practice
+(ORM statements of a few hundred characters) well under a megabyte.
 """
 
 from __future__ import annotations
@@ -59,17 +71,23 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, Protocol, cast
 
 __all__ = [
+    "LONG_SHAPE_CACHE_SIZE",
     "MAX_INPUT_CHARS",
+    "MAX_KEYED_CHARS",
+    "MAX_SHAPE_CHARS",
     "SHAPE_CACHE_SIZE",
     "Operation",
     "Shape",
     "fingerprint",
     "is_transaction_control",
+    "long_shape_cache_size",
     "normalize",
     "operation",
     "shape_cache_stats",
@@ -83,7 +101,16 @@ MAX_INPUT_CHARS: Final = 64 * 1024
 """Only this many leading characters of a statement are tokenized (bounds the cost)."""
 
 SHAPE_CACHE_SIZE: Final = 4096
-"""Entries kept by the :func:`shape_of` LRU cache."""
+"""Entries kept by the :func:`shape_of` LRU cache of statement texts."""
+
+MAX_KEYED_CHARS: Final = 4096
+"""Statement texts up to this long are cache keys themselves; longer ones are keyed by a digest."""
+
+LONG_SHAPE_CACHE_SIZE: Final = 256
+"""Entries kept by the :func:`shape_of` cache of texts longer than :data:`MAX_KEYED_CHARS`."""
+
+MAX_SHAPE_CHARS: Final = 4096
+"""Longest ``Shape.sql`` kept; a longer shape is cut and ends in ``" ..."``."""
 
 # --------------------------------------------------------------------------------------------
 # Tokenizer
@@ -768,25 +795,76 @@ class Shape:
     """``is_transaction_control(text)``"""
 
 
-@functools.lru_cache(maxsize=SHAPE_CACHE_SIZE)
-def shape_of(text: str) -> Shape:
-    """The :class:`Shape` of a statement text, from a bounded LRU cache keyed by the text.
-
-    SQLAlchemy sends the same few statement texts over and over, so the tokenizer runs once
-    per distinct text. ``shape_of.cache_clear()`` empties the cache (and resets its stats).
-    """
-    sql = normalize(text)
+def _shape(text: str) -> Shape:
+    full = normalize(text)
+    sql = full if len(full) <= MAX_SHAPE_CHARS else full[: MAX_SHAPE_CHARS - 4].rstrip() + " ..."
     return Shape(
         sql=sql,
-        fingerprint=_digest(sql),
+        fingerprint=_digest(full),
         operation=operation(text),
         is_control=is_transaction_control(text),
     )
 
 
+_keyed_shape = functools.lru_cache(maxsize=SHAPE_CACHE_SIZE)(_shape)
+_long_shapes: OrderedDict[bytes, Shape] = OrderedDict()
+_long_lock = threading.Lock()
+
+
+def _long_shape(text: str) -> Shape:
+    # Everything past MAX_INPUT_CHARS is ignored by _shape, so the digest of the prefix is a
+    # faithful key; 16 bytes make a collision as unlikely as a fingerprint's.
+    head = text[:MAX_INPUT_CHARS].encode("utf-8", "surrogatepass")
+    key = hashlib.blake2b(head, digest_size=16).digest()
+    with _long_lock:
+        shape = _long_shapes.get(key)
+        if shape is not None:
+            _long_shapes.move_to_end(key)
+            return shape
+    shape = _shape(text)
+    with _long_lock:
+        _long_shapes[key] = shape
+        while len(_long_shapes) > LONG_SHAPE_CACHE_SIZE:
+            _long_shapes.popitem(last=False)
+    return shape
+
+
+class _ShapeOf(Protocol):
+    """The type of :func:`shape_of`: a function with the cache controls of an ``lru_cache``."""
+
+    def __call__(self, text: str) -> Shape: ...
+
+    def cache_clear(self) -> None: ...
+
+    def cache_info(self) -> functools._CacheInfo: ...
+
+
+def _shape_of(text: str) -> Shape:
+    """The :class:`Shape` of a statement text, from a bounded cache (see the module docstring).
+
+    SQLAlchemy sends the same few statement texts over and over, so the tokenizer runs once
+    per distinct text. ``shape_of.cache_clear()`` empties the caches (and resets the stats of
+    the cache of short texts, ``shape_of.cache_info()``).
+    """
+    if len(text) <= MAX_KEYED_CHARS:
+        return _keyed_shape(text)
+    return _long_shape(text)
+
+
+def _cache_clear() -> None:
+    _keyed_shape.cache_clear()
+    with _long_lock:
+        _long_shapes.clear()
+
+
+_shape_of.cache_clear = _cache_clear  # type: ignore[attr-defined]
+_shape_of.cache_info = _keyed_shape.cache_info  # type: ignore[attr-defined]
+shape_of = cast(_ShapeOf, _shape_of)
+
+
 def shape_cache_stats() -> dict[str, int]:
     """Size and hit/miss counters of the :func:`shape_of` cache (``evicted`` is derived)."""
-    info = shape_of.cache_info()
+    info = _keyed_shape.cache_info()
     return {
         "size": info.currsize,
         "max_size": info.maxsize or 0,
@@ -794,3 +872,8 @@ def shape_cache_stats() -> dict[str, int]:
         "misses": info.misses,
         "evicted": max(info.misses - info.currsize, 0),
     }
+
+
+def long_shape_cache_size() -> int:
+    """Entries in the cache of texts longer than :data:`MAX_KEYED_CHARS` (at most 256)."""
+    return len(_long_shapes)

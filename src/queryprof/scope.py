@@ -12,6 +12,7 @@ scope shared by threads stays exact); everything else is computed when the scope
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -91,6 +92,11 @@ class Scope:
     opens one per HTTP request, named ``"GET /authors/{author_id}"``. While open,
     ``query_count`` and ``db_time`` are live; ``findings`` and ``transactions`` are filled
     when the scope closes.
+
+    ``sampled`` is drawn when the scope opens (``sample_rate``, the profiler's setting): an
+    unsampled scope still counts and times every statement and gets every finding, but its
+    statements' call sites (``location``) are not looked up and its slow queries get no
+    EXPLAIN plan, unless an enclosing open scope is sampled.
     """
 
     def __init__(
@@ -102,6 +108,7 @@ class Scope:
         capture_parameters: bool = False,
         on_close: Callable[[Scope], None] | None = None,
         process_wide: bool = False,
+        sample_rate: float = 1.0,
     ) -> None:
         self.name = name
         self.kind = kind
@@ -124,6 +131,9 @@ class Scope:
         self._on_close = on_close
         self._process_wide = process_wide
         self._token: Token[StackFrame | None] | None = None
+        self.sample_rate = sample_rate
+        # Whether this scope's call sites and EXPLAIN plans are captured (drawn in open()).
+        self.sampled = True
         self.txns: dict[Any, TxnTrack] = {}
         self.last_txn: Any = None
         self.session_txns: dict[Any, list[Any]] = {}
@@ -197,6 +207,7 @@ class Scope:
     # -- opening and closing --------------------------------------------------------------
 
     def open(self) -> Scope:
+        self.sampled = self.sample_rate >= 1.0 or random.random() < self.sample_rate
         self._start = time.perf_counter()
         self.started_at = time.time()
         if self._process_wide:

@@ -5,7 +5,7 @@ When a scope closes, each slow-query finding asks for the plan of its statement 
 * **One plan per shape per window.** A plan obtained in the last ``explain_window`` seconds
   (or one still being obtained) is reused, so a slow endpoint hit a thousand times a minute
   costs one EXPLAIN per window. ``explain_sample_rate`` < 1 explains only that share of the
-  remaining occurrences.
+  remaining occurrences, and a scope left out by ``sample_rate`` gets no EXPLAIN at all.
 * **A bounded queue.** At most ``explain_concurrency`` EXPLAINs run at once, at most
   ``explain_queue_size`` wait; beyond that the work is dropped and counted.
 * **Off the request path.** For an async engine the EXPLAIN is a task on the event loop the
@@ -90,8 +90,7 @@ class _Held:
 
     scope: Scope
     findings: dict[int, Finding] = field(default_factory=dict)  # index -> finding held back
-    log: ScopeCallback | None = None
-    reported: bool = False
+    reported_to: list[ScopeCallback] = field(default_factory=list)  # callbacks awaiting plans
 
 
 class Explainer:
@@ -133,6 +132,9 @@ class Explainer:
         if not slow:
             return
         sources = _slowest_sources(scope.records)
+        if not scope.sampled:
+            self._skip_unsampled(scope, slow, sources)
+            return
         loop = _running_loop()
         held = _Held(scope)
         pending: list[tuple[int, Future[Plan]]] = []
@@ -153,6 +155,18 @@ class Explainer:
                 self._outstanding.add(marker)
             plan.add_done_callback(partial(self._plan_in, held, i, marker))
 
+    def _skip_unsampled(
+        self, scope: Scope, slow: list[tuple[int, Finding]], sources: dict[str, Record]
+    ) -> None:
+        """A scope outside the ``sample_rate`` share: its slow queries say why no plan."""
+        reason = f"the scope was not sampled (sample_rate={self._settings.sample_rate})"
+        for i, finding in slow:
+            record = sources.get(finding.fingerprint)
+            dialect = record.source[2].dialect.name if record and record.source else "?"
+            scope.findings[i] = replace(finding, plan=Plan(dialect, "skipped", error=reason))
+        with self._lock:
+            self._counts["not_sampled"] += len(slow)
+
     def hold_back(self, log: ScopeCallback) -> ScopeCallback:
         """``log`` for the findings that are ready; held slow-query findings come later."""
 
@@ -161,7 +175,7 @@ class Explainer:
                 held = self._held.get(scope)
                 waiting = set(held.findings) if held is not None else set()
                 if held is not None:
-                    held.log, held.reported = log, True
+                    held.reported_to.append(log)
             if not waiting:
                 log(scope)
                 return
@@ -179,11 +193,14 @@ class Explainer:
                 scope.findings[index] = done
             with self._lock:
                 del held.findings[index]
-                log = held.log if held.reported else None
+                callbacks = list(held.reported_to)
                 if not held.findings:
                     self._held.pop(scope, None)
-            if log is not None:
-                log(_view(scope, [done]))
+            for log in callbacks:
+                try:
+                    log(_view(scope, [done]))
+                except Exception as exc:
+                    internal_error("report", exc)
         except Exception as exc:
             internal_error("explain", exc)
         finally:
