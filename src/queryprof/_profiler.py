@@ -54,10 +54,13 @@ class Profiler:
         if self.settings.log_findings:
             from queryprof.export.logging import log_findings
 
-            self._on_close.append(self._when_planned(log_findings))
+            held = self.explainer.hold_back(log_findings) if self.explainer else log_findings
+            self._on_close.append(held)
         self._on_close.append(self._metrics.observe)
         if self._otel is not None:
-            self._on_close.append(self._when_planned(self._otel.scope_closed))
+            self._on_close.append(self._otel.scope_closed)
+            if self.explainer is not None:
+                self._on_close.append(self.explainer.hold_back(self._otel.plans_in))
 
     def __repr__(self) -> str:
         state = "instrumented" if self._targets else "not instrumented"
@@ -138,9 +141,6 @@ class Profiler:
         of every worker. The request for it is not itself counted in the metrics.
         """
         return await self._metrics.endpoint(request)
-
-    def _when_planned(self, callback: ScopeCallback) -> ScopeCallback:
-        return callback if self.explainer is None else self.explainer.hold_back(callback)
 
     def _response_ending(self, scope: Scope) -> None:
         """The middleware is about to send a traced request's last response chunk."""

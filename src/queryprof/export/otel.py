@@ -64,19 +64,22 @@ class OpenTelemetryExporter:
             self._emit(scope, span, findings)
 
     def scope_closed(self, scope: Scope) -> None:
-        """The final numbers, and what was not sent yet: late findings, plans now in.
-
-        The profiler calls it when the scope closes and again for each slow query's plan, once
-        the plan is in (the EXPLAIN runs after the request).
-        """
+        """The final numbers, and the findings not sent yet (those known only now)."""
         span = scope.attributes.get(SPAN)
-        if span is None:
+        if span is None:  # not a request: the span current as the scope closes
             span = trace.get_current_span()
             if not span.is_recording():
                 return
+            scope.attributes[SPAN] = span
         if span.is_recording():
             _summarize(span, scope, scope.findings)
         self._emit(scope, span, scope.findings)
+
+    def plans_in(self, scope: Scope) -> None:
+        """Slow queries' plans, in after the scope closed (the EXPLAIN runs after it)."""
+        span = scope.attributes.get(SPAN)
+        if span is not None:
+            self._emit(scope, span, scope.findings)
 
     def _emit(self, scope: Scope, span: Any, findings: list[Finding]) -> None:
         # finding -> whether its plan went out with it
