@@ -51,15 +51,16 @@ class QueryProfilerMiddleware:
         server_timing = self.profiler.settings.server_timing
         traced = SPAN in request.attributes
         entry = (scope.get("root_path", ""), scope.get("app"))
-        trailers = False
+        trailers = named = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal trailers
+            nonlocal trailers, named
             kind = message["type"]
             if kind == "http.response.start":
                 trailers = message.get("trailers", False)
                 with guarded("response start"):
                     _name(request, scope, *entry)
+                    named = True  # the router has long finished: the name is final
                     if server_timing:
                         message["headers"] = [*message.get("headers", ()), _timing(request)]
             elif traced and _last_chunk(kind, message, trailers):
@@ -72,7 +73,8 @@ class QueryProfilerMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             with guarded("request end"):
-                _name(request, scope, *entry)
+                if not named:
+                    _name(request, scope, *entry)
                 request.close()
 
 
