@@ -8,7 +8,7 @@ PIP_FLAGS := --quiet --disable-pip-version-check
 PROMETHEUS_DIR := .cache/prometheus
 PROMETHEUS := $(PROMETHEUS_DIR)/usr/bin/prometheus
 
-.PHONY: test lint test-sa21 test-sa20 demo bench prometheus clean
+.PHONY: test lint test-sa21 test-sa20 demo bench bench-load prometheus clean
 
 test: prometheus lint test-sa21 test-sa20
 
@@ -41,6 +41,20 @@ demo: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/bench_capture.py
 	$(VENV)/bin/python benchmarks/bench_metrics.py
+
+# End-to-end load benchmark (docs/benchmarks.md): PostgreSQL and wrk, ~10 minutes. Its own
+# virtualenv on SQLAlchemy 2.0, which opentelemetry-instrumentation-sqlalchemy requires, so
+# that every configuration it compares runs on the same SQLAlchemy.
+VENV_BENCH := .venv-bench
+
+$(VENV_BENCH)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV_BENCH)
+	$(VENV_BENCH)/bin/pip install $(PIP_FLAGS) -e '.[dev]' 'sqlalchemy[asyncio]>=2.0.30,<2.1' \
+		prometheus-fastapi-instrumentator
+	touch $@
+
+bench-load: $(VENV_BENCH)/.installed
+	$(VENV_BENCH)/bin/python benchmarks/bench_load.py $(BENCH_LOAD_ARGS)
 
 # The tests find the binaries here (or through QUERYPROF_PROMETHEUS, or on PATH). Where apt
 # cannot fetch the package, this warns and the Prometheus tests skip (and fail under CI=true).

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from sqlalchemy import FromClause, func, literal, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
@@ -26,6 +26,7 @@ from examples.blog.schemas import (
     PostOut,
     PostPage,
     PostSummary,
+    ShapeReport,
     SlowReport,
     TopPost,
 )
@@ -253,3 +254,25 @@ async def slow_report(
         elapsed=round(elapsed, 3),
         top_posts=[TopPost(id=r.id, title=r.title, views=r.views) for r in rows],
     )
+
+
+# Columns GET /reports/shapes/{variant} picks from, one bit of ``variant`` each.
+SHAPE_COLUMNS = (Post.id, Post.author_id, Post.title, Post.views, Post.created_at)
+SHAPE_VARIANTS = 100_000
+
+
+@reports.get("/shapes/{variant}", response_model=ShapeReport)
+async def shape_variant(
+    variant: Annotated[int, Path(ge=0, lt=SHAPE_VARIANTS)], session: SessionDep
+) -> ShapeReport:
+    """Many statement shapes from one route, for the memory check of the load benchmark:
+    1 query whose column list and labels depend on ``variant``, so each of the
+    ``SHAPE_VARIANTS`` values is a distinct statement text (and a distinct shape)."""
+    columns = [
+        column.label(f"{column.key}_{variant}")
+        for bit, column in enumerate(SHAPE_COLUMNS)
+        if variant >> bit & 1
+    ] or [Post.id.label(f"id_{variant}")]
+    stmt = select(*columns).order_by(Post.id).limit(1)
+    row = (await session.execute(stmt)).first()
+    return ShapeReport(variant=variant, columns=len(columns), found=row is not None)

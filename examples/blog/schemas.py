@@ -61,3 +61,9 @@ class SlowReport(BaseModel):
 class BulkCommentsResult(BaseModel):
     author_id: int
     created: int
+
+
+class ShapeReport(BaseModel):
+    variant: int
+    columns: int
+    found: bool

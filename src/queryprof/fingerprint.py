@@ -750,7 +750,10 @@ def _cut(line: str, width: int) -> str:
     return line[: width - 3].rstrip() + "..."
 
 
+@functools.lru_cache(maxsize=1024)
 def _shorten(sql: str, width: int) -> str:
+    # Memoized: each request that makes a finding shortens the same few shapes again, and
+    # tokenizing is the costliest part. Shapes are at most MAX_SHAPE_CHARS long: bounded.
     if width <= 0:
         return ""
     tokens = list(_scan(sql[:MAX_INPUT_CHARS]))

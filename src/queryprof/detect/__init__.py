@@ -17,7 +17,9 @@ from queryprof.scope import Scope
 
 def analyze(scope: Scope, settings: Settings) -> list[Finding]:
     """Every finding in a closed scope, after the allow lists; also fills scope.transactions."""
-    records = [r for r in scope.records if r.allowed is None]
+    records = scope.records
+    if any(r.allowed is not None for r in records):
+        records = [r for r in records if r.allowed is None]
     scope.transactions = transactions(scope)
     findings = [
         *n_plus_one.detect(records, settings),

@@ -9,21 +9,32 @@ query instead; eager loads run once per batch and so never reach the threshold.
 from __future__ import annotations
 
 from queryprof._settings import Settings
-from queryprof.detect._common import group, key_column, location, total
+from queryprof.detect._common import by_shape_and_site, key_column, total
 from queryprof.findings import Finding
 from queryprof.orm import entity_of, loader_for, relationship_of
 from queryprof.scope import Record
 
 
 def detect(records: list[Record], settings: Settings) -> list[Finding]:
-    reads = (
-        r
-        for r in records
-        if r.shape.operation == "SELECT" and r.error is None and not r.executemany
-    )
+    threshold = settings.n_plus_one_threshold
+    if len(records) < threshold:
+        return []
+    # Count the reads per shape first: call sites are described only for shapes that ran
+    # often enough, and most scopes have none.
+    reads = []
+    counts: dict[str, int] = {}
+    for r in records:
+        shape = r.shape
+        if shape.operation == "SELECT" and r.error is None and not r.executemany:
+            reads.append(r)
+            counts[shape.fingerprint] = counts.get(shape.fingerprint, 0) + 1
+    frequent = {fingerprint for fingerprint, n in counts.items() if n >= threshold}
+    if not frequent:
+        return []
+    candidates = [r for r in reads if r.shape.fingerprint in frequent]
     findings = []
-    for (_, site), rs in group(reads, lambda r: (r.shape.fingerprint, location(r))).items():
-        if len(rs) < settings.n_plus_one_threshold:
+    for (_, site), rs in by_shape_and_site(candidates).items():
+        if len(rs) < threshold:
             continue
         if len({r.params_key for r in rs}) < 2:
             continue

@@ -4,7 +4,7 @@ call site, where one batched statement would do."""
 from __future__ import annotations
 
 from queryprof._settings import Settings
-from queryprof.detect._common import group, location, table_of, total
+from queryprof.detect._common import by_shape_and_site, table_of, total
 from queryprof.findings import Finding
 from queryprof.orm import entity_of_table
 from queryprof.scope import Record
@@ -13,12 +13,23 @@ _WRITES = ("INSERT", "UPDATE", "DELETE")
 
 
 def detect(records: list[Record], settings: Settings) -> list[Finding]:
-    writes = (
-        r for r in records if r.shape.operation in _WRITES and r.error is None and not r.executemany
-    )
+    threshold = settings.repeated_write_threshold
+    if len(records) < threshold:
+        return []
+    writes = []
+    counts: dict[str, int] = {}
+    for r in records:
+        shape = r.shape
+        if shape.operation in _WRITES and r.error is None and not r.executemany:
+            writes.append(r)
+            counts[shape.fingerprint] = counts.get(shape.fingerprint, 0) + 1
+    frequent = {fingerprint for fingerprint, n in counts.items() if n >= threshold}
+    if not frequent:
+        return []
+    candidates = [r for r in writes if r.shape.fingerprint in frequent]
     findings = []
-    for (_, site), rs in group(writes, lambda r: (r.shape.fingerprint, location(r))).items():
-        if len(rs) < settings.repeated_write_threshold:
+    for (_, site), rs in by_shape_and_site(candidates).items():
+        if len(rs) < threshold:
             continue
         findings.append(
             Finding(

@@ -40,7 +40,7 @@ from sqlalchemy.pool import AssertionPool, Pool, QueuePool, StaticPool
 
 from queryprof._guard import guarded, internal_error, internal_error_count
 from queryprof._settings import Settings
-from queryprof.scope import Scope, current_scope
+from queryprof.scope import Record, Scope, current_scope
 
 _get_current_span: Any
 try:  # the ``otel`` extra: exemplars need only the API
@@ -106,6 +106,14 @@ class _Series:
         self.total += value
         if exemplar is not None:
             self.exemplars[i] = Exemplar(exemplar, value, time.time())
+
+    def keep_exemplars(self, values: dict[int, float], exemplar: dict[str, str] | None) -> None:
+        """The exemplar of each bucket in ``values`` (bucket -> its last value)."""
+        if exemplar is None:
+            return
+        now = time.time()
+        for i, value in values.items():
+            self.exemplars[i] = Exemplar(exemplar, value, now)
 
 
 class _FileSeries:
@@ -555,6 +563,41 @@ def _check_edge(
     )
 
 
+def _observe_statements(
+    metrics: Metrics, route: _Route, records: list[Record], exemplar: dict[str, str] | None
+) -> None:
+    """Every statement's duration into its operation's series; hold the metrics lock.
+
+    The loop a request with many statements pays for each of them, so it is inlined: the
+    series is looked up again only when the operation changes, a plain series is updated
+    in place (a bisect and two additions), and an exemplar, if any, is stored once per
+    bucket touched (the last value in it, as a call per value would leave it).
+    """
+    operations = route.operations
+    last_operation = None
+    series: AnySeries | None = None
+    touched: dict[int, float] | None = {} if exemplar is not None else None
+    for record in records:
+        operation = record.shape.operation
+        if operation is not last_operation:
+            if touched and isinstance(series, _Series):
+                series.keep_exemplars(touched, exemplar)
+                touched = {}
+            last_operation = operation
+            series = operations.get(operation) or metrics.operation(route, operation)
+        duration = record.duration
+        if type(series) is _Series:
+            i = bisect_left(series.bounds, duration)
+            series.counts[i] += 1
+            series.total += duration
+            if touched is not None:
+                touched[i] = duration
+        else:
+            series.observe(duration, exemplar)  # type: ignore[union-attr]
+    if touched and isinstance(series, _Series):
+        series.keep_exemplars(touched, exemplar)
+
+
 # -- what a profiler holds -----------------------------------------------------------------------
 
 
@@ -610,11 +653,8 @@ class PrometheusExporter:
             route = metrics.routes.get(key) or metrics.route(key, http)
             if route.request is not None:
                 route.request.observe(scope, exemplar)
-            operations = route.operations
-            for record in records:
-                operation = record.shape.operation
-                series = operations.get(operation) or metrics.operation(route, operation)
-                series.observe(record.duration, exemplar)
+            if records:
+                _observe_statements(metrics, route, records, exemplar)
             for txn in scope.transactions:
                 series = route.txns.get(txn.outcome) or metrics.transaction(route, txn.outcome)
                 series.observe(txn.duration, exemplar)
