@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -22,6 +23,7 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerPro
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
+from sqlalchemy import create_engine
 
 from queryprof import scope as scope_module
 
@@ -61,6 +63,24 @@ def require_server(url: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason}; CI must run against real PostgreSQL and MariaDB")
     pytest.skip(reason)
+
+
+@contextmanager
+def postgres_table(name: str, columns: str, fill: str) -> Iterator[str]:
+    """A PostgreSQL table for one test, made with ``columns`` and filled by the SELECT
+    ``fill``; dropped afterwards."""
+    require_server(PG_SYNC_URL)
+    admin = create_engine(PG_SYNC_URL)
+    try:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+            conn.exec_driver_sql(f"CREATE TABLE {name} ({columns})")
+            conn.exec_driver_sql(f"INSERT INTO {name} {fill}")
+        yield name
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+        admin.dispose()
 
 
 @pytest.fixture(autouse=True)

@@ -21,10 +21,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry
-from sqlalchemy import create_engine, exc, text
+from sqlalchemy import exc, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from conftest import PG_SYNC_URL, PG_URL, Telemetry, require_server
+from conftest import PG_URL, Telemetry, postgres_table
 from queryprof import Profiler, QueryProfilerMiddleware, Scope
 
 SECRET = "hunter2-s3cr3t-token"
@@ -35,20 +35,9 @@ TABLE = f"qpx_users_{os.getpid():x}"
 
 @pytest.fixture
 def users() -> Iterator[str]:
-    require_server(PG_SYNC_URL)
-    admin = create_engine(PG_SYNC_URL)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {TABLE}")
-        conn.exec_driver_sql(f"CREATE TABLE {TABLE} (id INTEGER PRIMARY KEY, token TEXT)")
-        conn.exec_driver_sql(
-            f"INSERT INTO {TABLE} SELECT g, 't' || g FROM generate_series(1, 99) g"
-        )
-    try:
-        yield TABLE
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {TABLE}")
-        admin.dispose()
+    fill = "SELECT g, 't' || g FROM generate_series(1, 99) g"
+    with postgres_table(TABLE, "id INTEGER PRIMARY KEY, token TEXT", fill) as name:
+        yield name
 
 
 def _traced(app: Any) -> Any:

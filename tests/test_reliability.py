@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from apps import serve
-from conftest import MYSQL_SYNC_URL, MYSQL_URL, PG_SYNC_URL, PG_URL, require_server
+from conftest import MYSQL_SYNC_URL, MYSQL_URL, PG_SYNC_URL, PG_URL, postgres_table, require_server
 from queryprof import Profiler, QueryProfilerMiddleware, Scope, capture, current_scope
 from queryprof._guard import internal_error_count
 
@@ -74,20 +74,9 @@ def client(app: Any) -> httpx.AsyncClient:
 @pytest.fixture
 def pg_table() -> Iterator[str]:
     """A small PostgreSQL table, dropped afterwards."""
-    require_server(PG_SYNC_URL)
-    admin = create_engine(PG_SYNC_URL)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {TABLE}")
-        conn.exec_driver_sql(f"CREATE TABLE {TABLE} (id INTEGER PRIMARY KEY, note TEXT)")
-        conn.exec_driver_sql(
-            f"INSERT INTO {TABLE} SELECT g, 'n' || g FROM generate_series(1, 50) g"
-        )
-    try:
-        yield TABLE
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {TABLE}")
-        admin.dispose()
+    fill = "SELECT g, 'n' || g FROM generate_series(1, 50) g"
+    with postgres_table(TABLE, "id INTEGER PRIMARY KEY, note TEXT", fill) as name:
+        yield name
 
 
 # -- PostgreSQL connections terminated under load -----------------------------------------------
