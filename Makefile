@@ -42,7 +42,7 @@ bench: $(VENV)/.installed
 	$(VENV)/bin/python benchmarks/bench_capture.py
 	$(VENV)/bin/python benchmarks/bench_metrics.py
 
-# End-to-end load benchmark (docs/benchmarks.md): PostgreSQL and wrk, ~10 minutes. Its own
+# End-to-end load benchmark (docs/benchmarks.md): PostgreSQL and wrk, ~15 minutes. Its own
 # virtualenv on SQLAlchemy 2.0, which opentelemetry-instrumentation-sqlalchemy requires, so
 # that every configuration it compares runs on the same SQLAlchemy.
 VENV_BENCH := .venv-bench
