@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -25,6 +26,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from sqlalchemy import create_engine
 
+from queryprof import Profiler, Scope
 from queryprof import scope as scope_module
 
 pytest_plugins = ["pytester"]
@@ -63,6 +65,28 @@ def require_server(url: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason}; CI must run against real PostgreSQL and MariaDB")
     pytest.skip(reason)
+
+
+def profiler_factory(**defaults: Any) -> Iterator[Callable[..., Profiler]]:
+    """For a ``profilers`` fixture: make profilers with these default settings (findings not
+    logged unless asked); every one is uninstrumented at teardown."""
+    made: list[Profiler] = []
+
+    def make(**settings: Any) -> Profiler:
+        profiler = Profiler(**{"log_findings": False, **defaults, **settings})
+        made.append(profiler)
+        return profiler
+
+    yield make
+    for profiler in made:
+        profiler.uninstrument()
+
+
+def recorder(profiler: Profiler) -> list[Scope]:
+    """Every scope the profiler closes, in closing order (once per call of the callback)."""
+    closed: list[Scope] = []
+    profiler.on_scope_close(closed.append)
+    return closed
 
 
 @contextmanager

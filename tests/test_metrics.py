@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from conftest import PG_SYNC_URL, PG_URL, require_server
+from conftest import PG_SYNC_URL, PG_URL, profiler_factory, require_server
 from metrics_apps import CARDINALITY_ROUTES, cardinality_app, exercise_pool, memory_engine
 from metrics_support import (
     ROOT,
@@ -60,19 +60,8 @@ def registry() -> CollectorRegistry:
 
 @pytest.fixture
 def profilers(registry: CollectorRegistry) -> Iterator[Callable[..., Profiler]]:
-    """Make profilers on the test's registry (findings not logged); uninstrumented after."""
-    made: list[Profiler] = []
-
-    def make(**settings: Any) -> Profiler:
-        settings.setdefault("registry", registry)
-        settings.setdefault("log_findings", False)
-        profiler = Profiler(**settings)
-        made.append(profiler)
-        return profiler
-
-    yield make
-    for profiler in made:
-        profiler.uninstrument()
+    """Profilers on the test's registry."""
+    yield from profiler_factory(registry=registry)
 
 
 @asynccontextmanager

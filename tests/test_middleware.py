@@ -32,7 +32,7 @@ from apps import (
     serve,
     starlette_app,
 )
-from conftest import PG_SYNC_URL, PG_URL, require_server
+from conftest import PG_SYNC_URL, PG_URL, profiler_factory, recorder, require_server
 from queryprof import Profiler, QueryProfilerMiddleware, Scope
 from queryprof._guard import internal_error_count
 
@@ -44,25 +44,7 @@ TRANSPORTS = ("asgi", "uvicorn")
 
 @pytest.fixture
 def profilers() -> Iterator[Callable[..., Profiler]]:
-    """Make profilers (findings not logged); every one is uninstrumented at teardown."""
-    made: list[Profiler] = []
-
-    def make(**settings: Any) -> Profiler:
-        settings.setdefault("log_findings", False)
-        profiler = Profiler(**settings)
-        made.append(profiler)
-        return profiler
-
-    yield make
-    for profiler in made:
-        profiler.uninstrument()
-
-
-def recorder(profiler: Profiler) -> list[Scope]:
-    """Every scope the profiler closes, in closing order (once per call of the callback)."""
-    closed: list[Scope] = []
-    profiler.on_scope_close(closed.append)
-    return closed
+    yield from profiler_factory()
 
 
 async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:

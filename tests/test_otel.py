@@ -28,8 +28,16 @@ from opentelemetry.trace import SpanKind
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from conftest import MYSQL_URL, PG_SYNC_URL, PG_URL, Telemetry, require_server
-from queryprof import Profiler, QueryProfilerMiddleware, Scope
+from conftest import (
+    MYSQL_URL,
+    PG_SYNC_URL,
+    PG_URL,
+    Telemetry,
+    profiler_factory,
+    recorder,
+    require_server,
+)
+from queryprof import Profiler, QueryProfilerMiddleware
 from queryprof.export.otel import finding_attributes, tag_query_span
 from queryprof.fingerprint import shape_of
 from queryprof.sqlcomment import route_comment, tag
@@ -40,24 +48,7 @@ SA_21 = sqlalchemy.__version__.startswith("2.1")
 
 @pytest.fixture
 def profilers() -> Iterator[Callable[..., Profiler]]:
-    made: list[Profiler] = []
-
-    def make(**settings: Any) -> Profiler:
-        settings.setdefault("log_findings", False)
-        settings.setdefault("explain", False)
-        profiler = Profiler(**settings)
-        made.append(profiler)
-        return profiler
-
-    yield make
-    for profiler in made:
-        profiler.uninstrument()
-
-
-def recorder(profiler: Profiler) -> list[Scope]:
-    closed: list[Scope] = []
-    profiler.on_scope_close(closed.append)
-    return closed
+    yield from profiler_factory(explain=False)
 
 
 @asynccontextmanager

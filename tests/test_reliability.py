@@ -34,8 +34,16 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from apps import serve
-from conftest import MYSQL_SYNC_URL, MYSQL_URL, PG_SYNC_URL, PG_URL, postgres_table, require_server
-from queryprof import Profiler, QueryProfilerMiddleware, Scope, capture, current_scope
+from conftest import (
+    MYSQL_SYNC_URL,
+    MYSQL_URL,
+    PG_SYNC_URL,
+    PG_URL,
+    postgres_table,
+    recorder,
+    require_server,
+)
+from queryprof import Profiler, QueryProfilerMiddleware, capture, current_scope
 from queryprof._guard import internal_error_count
 
 SUFFIX = f"{os.getpid():x}"
@@ -58,12 +66,6 @@ def profilers() -> Iterator[Callable[..., Profiler]]:
     for profiler in made:
         profiler.flush_sync(30)
         profiler.uninstrument()
-
-
-def closed_scopes(profiler: Profiler) -> list[Scope]:
-    closed: list[Scope] = []
-    profiler.on_scope_close(closed.append)
-    return closed
 
 
 def client(app: Any) -> httpx.AsyncClient:
@@ -110,7 +112,7 @@ async def test_terminated_postgresql_connections_under_load(
     # same engine, so the EXPLAIN connections are terminated too.
     profiler = profilers(slow_query_threshold=0.04, explain_window=0.001, explain_timeout=2.0)
     profiler.instrument(engine)
-    closed = closed_scopes(profiler)
+    closed = recorder(profiler)
     app_errors: list[BaseException] = []
     app = FastAPI()
 
@@ -287,7 +289,7 @@ async def test_an_exhausted_pool_is_the_app_error_and_the_scope_still_counts(
     engine = create_async_engine(PG_URL, pool_size=1, max_overflow=0, pool_timeout=0.1)
     profiler = profilers()
     profiler.instrument(engine)
-    closed = closed_scopes(profiler)
+    closed = recorder(profiler)
     app = FastAPI()
 
     @app.get("/two-connections")
@@ -398,7 +400,7 @@ async def test_a_client_hanging_up_mid_response_rolls_back_and_closes_the_scope(
         log_findings=False, registry=CollectorRegistry(), long_transaction_threshold=0.05
     )
     profiler.instrument(engine)
-    closed = closed_scopes(profiler)
+    closed = recorder(profiler)
     cancelled = asyncio.Event()
     app = FastAPI()
 
@@ -522,7 +524,7 @@ async def test_a_disabled_profiler_adds_no_listener_and_no_scope(
         profiler = Profiler(enabled=False, server_timing=True, registry=CollectorRegistry())
     profiler.instrument()
     profiler.instrument(engine)
-    closed = closed_scopes(profiler)
+    closed = recorder(profiler)
     app = FastAPI()
 
     @app.get("/")
